@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The workshop's two commands (see README.md):
+#   ./course.sh all    set up, regenerate release/ and solutions/, autograde the reference
+#                      solutions and the blank notebooks, print the score table
+#   ./course.sh test   set up, run the test suite (extra arguments go to pytest)
+# Set-up: a virtual environment in .venv (or $DLMED_VENV) with the dlmed package and all
+# dependencies from pyproject.toml; it is (re)installed when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3}"
+VENV="${DLMED_VENV:-.venv}"
+
+setup() {
+    if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
+        echo "course.sh: Python 3.10 or newer is needed; $PYTHON is $("$PYTHON" --version 2>&1)." >&2
+        echo "Install it, or point PYTHON at one: PYTHON=python3.11 ./course.sh $*" >&2
+        exit 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "Creating the virtual environment $VENV ..."
+        "$PYTHON" -m venv "$VENV"
+    fi
+    local stamp="$VENV/.dlmed-installed"
+    if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+        echo "Installing the dlmed package and its dependencies into $VENV (a few minutes the first time) ..."
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e .
+        touch "$stamp"
+    fi
+    # nbgrader starts helper programs (alembic) by name; make the environment's own win.
+    VENV="$(cd "$VENV" && pwd)"
+    export PATH="$VENV/bin:$PATH"
+}
+
+command="${1:-}"
+shift || true
+case "$command" in
+    all)
+        setup
+        "$VENV/bin/dlmed" all "$@"
+        ;;
+    test)
+        setup
+        "$VENV/bin/python" -m pytest "$@"
+        ;;
+    *)
+        echo "usage: ./course.sh all | ./course.sh test [pytest arguments]" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,46 @@
+"""nbgrader configuration for the workshop. Run nbgrader from this folder (the course root)."""
+
+from dlmed.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN, HideHiddenTests
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+from nbgrader.preprocessors import (
+    ClearMarkScheme,
+    ClearOutput,
+    GetGrades,
+    IncludeHeaderFooter,
+    LockCells,
+)
+
+c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
+
+c.CourseDirectory.course_id = "dlmed-workshop"
+c.CourseDirectory.source_directory = "source"
+c.CourseDirectory.release_directory = "release"
+c.CourseDirectory.submitted_directory = "submitted"
+c.CourseDirectory.autograded_directory = "autograded"
+c.CourseDirectory.feedback_directory = "feedback"
+c.CourseDirectory.solution_directory = "solutions"
+
+# Per-cell limit for autograde and validate. In grading mode (NBGRADER_EXECUTION is set)
+# the notebooks train for a few steps only, so this is a guard against endless loops.
+c.Execute.timeout = CELL_TIMEOUT_SECONDS
+c.Execute.interrupt_on_timeout = True
+
+# Library warnings and progress bars on stderr must not zero a student's test cell.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = IGNORED_STDERR_PATTERN
+
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Solutions: no hidden tests, and no execution (executing would run the labs in lab mode,
+# i.e. full training; solutions are handed out without outputs).
+c.GenerateSolution.preprocessors = [
+    IncludeHeaderFooter,
+    LockCells,
+    ClearOutput,
+    ClearMarkScheme,
+    HideHiddenTests,
+]
+
+# Feedback HTML: no hidden test code, not even in tracebacks.
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -1,0 +1,80 @@
+"""dlmed.grading and dlmed.course helpers: hidden-test removal, nbgrader's failure rule, score tables."""
+
+import nbformat
+import pytest
+
+from dlmed import course, grading
+
+
+def _test_cell(source, outputs=()):
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": "t", "points": 1}
+    cell.outputs = [nbformat.from_dict(o) for o in outputs]
+    return cell
+
+
+def test_hide_hidden_tests_removes_region_and_shortens_traceback():
+    """Hidden lines go from the source, and an error keeps only 'ename: evalue' (tracebacks quote source)."""
+    source = "visible_check()\n### BEGIN HIDDEN TESTS\nsecret_check(42)\n### END HIDDEN TESTS"
+    error = {"output_type": "error", "ename": "AssertionError", "evalue": "size: expected 3, got 4",
+             "traceback": ["Cell In[3], line 3", "----> 3 secret_check(42)", "AssertionError: size: expected 3, got 4"]}
+    notebook = nbformat.v4.new_notebook(cells=[_test_cell(source, [error])])
+    notebook, _ = grading.HideHiddenTests().preprocess(notebook, {})
+    cell = notebook.cells[0]
+    assert "secret_check" not in cell.source and "HIDDEN" not in cell.source, f"source after: {cell.source!r}"
+    assert "visible_check()" in cell.source, f"visible tests must stay, got {cell.source!r}"
+    assert cell.outputs[0]["traceback"] == ["AssertionError: size: expected 3, got 4"], cell.outputs[0]["traceback"]
+
+
+def test_hide_hidden_tests_keeps_tracebacks_of_cells_without_hidden_tests():
+    """Cells without hidden tests keep their full traceback (students need it to debug)."""
+    error = {"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": ["line 1", "ValueError: bad"]}
+    notebook = nbformat.v4.new_notebook(cells=[_test_cell("check()", [error])])
+    notebook, _ = grading.HideHiddenTests().preprocess(notebook, {})
+    assert notebook.cells[0].outputs[0]["traceback"] == ["line 1", "ValueError: bad"]
+
+
+@pytest.mark.parametrize("text, ignored", [
+    ("epoch 1/3: 100%|##########| 4/4 [00:00<00:00, 12.3it/s]\n", True),
+    ("/x/site-packages/torch/nn/modules/module.py:12: UserWarning: something\n  warnings.warn(\n", True),
+    ("Traceback: my own error message\n", False),
+    ("passed\n", False),
+])
+def test_stderr_rule_matches_nbgrader(text, ignored):
+    """Library warnings and progress bars on stderr do not fail a graded cell; other stderr does."""
+    cell = _test_cell("x", [{"output_type": "stream", "name": "stderr", "text": text}])
+    failure = grading.cell_failure(cell)
+    assert (failure is None) == ignored, f"stderr {text!r}: expected ignored={ignored}, got failure={failure!r}"
+
+
+def test_cell_failure_reports_error_without_colour_codes():
+    """An error output fails the cell and the message is plain text."""
+    cell = _test_cell("x", [{"output_type": "error", "ename": "AssertionError", "evalue": "m",
+                             "traceback": ["\x1b[0;31mAssertionError\x1b[0m: m"]}])
+    assert grading.cell_failure(cell) == "AssertionError: m"
+    assert grading.cell_failure(_test_cell("x", [])) is None
+
+
+def test_graded_test_cells_skips_answer_and_manual_cells():
+    """Only autograded test cells (grade, not solution) count."""
+    answer = nbformat.v4.new_code_cell("def f(): pass")
+    answer.metadata["nbgrader"] = {"grade": False, "solution": True, "grade_id": "a"}
+    manual = nbformat.v4.new_markdown_cell("answer")
+    manual.metadata["nbgrader"] = {"grade": True, "solution": True, "grade_id": "m", "points": 1}
+    notebook = nbformat.v4.new_notebook(cells=[answer, _test_cell("t()"), manual])
+    assert grading.graded_test_cells(notebook) == [1]
+
+
+def test_score_table_lists_cells_and_totals():
+    """The score table has a row per autograded cell and the totals per student."""
+    scores = {"reference": {"test_a": (2.0, 2.0), "q1": (None, 1.0)}, "blank": {"test_a": (0.0, 2.0), "q1": (None, 1.0)}}
+    table = course.format_score_table("lab1", scores)
+    assert "test_a" in table and "q1" not in table, table
+    assert "2/2" in table and "0/2" in table, table
+    assert course.autograde_total(scores["blank"]) == (0.0, 2.0)
+
+
+def test_find_course_root_explains_what_is_missing(tmp_path):
+    """Outside a course folder the error says what was looked for."""
+    with pytest.raises(course.CourseError, match="nbgrader_config.py"):
+        course.find_course_root(tmp_path)
