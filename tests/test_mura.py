@@ -1,0 +1,305 @@
+"""Tests for dlmed.mura: the synthetic MURA-v1.1 tree, the image and study tables, the dataset.
+
+MURA is never downloaded (it needs registration), so no test needs the network; the real
+data is not on test machines, and every test works on the synthetic stand-in.
+"""
+
+import csv
+import inspect
+import re
+import runpy
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dlmed import mura
+from dlmed.data import DataUnavailableError, is_synthetic
+from dlmed.mura import (
+    MURA_BODY_PARTS,
+    MURA_FOLDER,
+    MuraImageDataset,
+    find_mura,
+    make_synthetic_mura,
+    mura_image_table,
+    mura_study_table,
+)
+
+IMAGE_PATH = re.compile(
+    r"MURA-v1\.1/(train|valid)/XR_([A-Z]+)/patient(\d{5})/study(\d+)_(positive|negative)/image(\d+)\.png"
+)
+STUDY_PATH = re.compile(r"MURA-v1\.1/(train|valid)/XR_([A-Z]+)/patient(\d{5})/study(\d+)_(positive|negative)/")
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    """A folder holding the default synthetic MURA-v1.1 tree (made once; tests only read it)."""
+    root = tmp_path_factory.mktemp("mura")
+    make_synthetic_mura(root)
+    return root
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """An empty (not yet created) data directory, also set as DLMED_DATA."""
+    folder = tmp_path / "dlmed-data"
+    monkeypatch.setenv("DLMED_DATA", str(folder))
+    return folder
+
+
+def _read_rows(path):
+    with open(path, newline="") as file:
+        return list(csv.reader(file))
+
+
+# --- module hygiene ----------------------------------------------------------------------
+
+
+def test_import_has_no_side_effects(tmp_path, monkeypatch):
+    """Running dlmed/mura.py's top-level code creates no folder."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("DLMED_DATA", str(tmp_path / "data"))
+    assert "mura_image_table" in runpy.run_path(mura.__file__)
+    assert not (tmp_path / "data").exists()
+    assert list(home.iterdir()) == []
+
+
+def test_public_functions_have_docstrings():
+    """Every public function and class of dlmed.mura is documented."""
+    public = [
+        obj
+        for name, obj in vars(mura).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and obj.__module__ == mura.__name__
+    ]
+    assert len(public) >= 5
+    assert [obj.__name__ for obj in public if not (obj.__doc__ or "").strip()] == []
+
+
+# --- the synthetic tree ------------------------------------------------------------------
+
+
+def test_synthetic_tree_has_muras_layout(synthetic_root):
+    """The four CSVs have MURA's exact format (no header) and every listed image exists as a PNG."""
+    folder = synthetic_root / MURA_FOLDER
+    assert find_mura(synthetic_root) == folder
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["train", "valid"]
+    for split in ("train", "valid"):
+        images = _read_rows(folder / f"{split}_image_paths.csv")
+        studies = _read_rows(folder / f"{split}_labeled_studies.csv")
+        assert all(len(row) == 1 and IMAGE_PATH.fullmatch(row[0]) for row in images)
+        assert all(len(row) == 2 and STUDY_PATH.fullmatch(row[0]) and row[1] in ("0", "1") for row in studies)
+        assert {IMAGE_PATH.fullmatch(row[0])[1] for row in images} == {split}
+        # A study's label in the CSV agrees with its folder name.
+        assert all((row[1] == "1") == row[0].endswith("_positive/") for row in studies)
+        # Every image lies in a listed study, and every study has an image.
+        study_of = {row[0].rsplit("/", 1)[0] + "/" for row in images}
+        assert study_of == {row[0] for row in studies}
+        body_parts = {IMAGE_PATH.fullmatch(row[0])[2] for row in images}
+        assert body_parts == set(MURA_BODY_PARTS)
+        for row in images[:5]:
+            with Image.open(synthetic_root / row[0]) as image:
+                assert image.format == "PNG" and image.size == (64, 64)
+    # Exactly the listed PNGs are on disk.
+    listed = {row[0] for split in ("train", "valid") for row in _read_rows(folder / f"{split}_image_paths.csv")}
+    on_disk = {str(p.relative_to(synthetic_root)) for p in folder.rglob("*.png")}
+    assert listed == on_disk
+    readme = (folder / "README.txt").read_text()
+    assert "SYNTHETIC" in readme and "not medical" in readme.lower()
+    assert is_synthetic(folder)
+
+
+def test_synthetic_counts_follow_settings(synthetic_root):
+    """3 patients per body part and split, 1 or 2 studies each (both occur), 1 to 3 images per study."""
+    studies = pd.concat([mura_study_table(synthetic_root, split) for split in ("train", "valid")])
+    per_patient = studies.groupby("patient").size()
+    assert len(per_patient) == 2 * 3 * len(MURA_BODY_PARTS)
+    assert set(per_patient) == {1, 2}
+    images = mura_image_table(synthetic_root, "train")
+    per_study = images.groupby("study").size()
+    assert per_study.between(1, 3).all()
+    assert per_study.nunique() > 1
+    # Both labels in every body part of each split.
+    assert (studies.groupby("body_part")["label"].nunique() == 2).all()
+
+
+def test_synthetic_is_deterministic(tmp_path):
+    """The same settings give byte-identical trees; another seed gives other images."""
+
+    def contents(root, seed):
+        folder = make_synthetic_mura(root, patients_per_part=1, seed=seed)
+        return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    first = contents(tmp_path / "a", seed=0)
+    again = contents(tmp_path / "b", seed=0)
+    other = contents(tmp_path / "c", seed=1)
+    assert first == again
+    assert first != other
+
+
+def test_synthetic_is_reused_and_rebuilt(tmp_path):
+    """Same settings reuse the tree; other settings replace it; no staging folders are left."""
+    folder = make_synthetic_mura(tmp_path, patients_per_part=1)
+    marker_mtime = (folder / "dlmed-synthetic.json").stat().st_mtime_ns
+    assert make_synthetic_mura(tmp_path, patients_per_part=1) == folder
+    assert (folder / "dlmed-synthetic.json").stat().st_mtime_ns == marker_mtime
+    make_synthetic_mura(tmp_path, patients_per_part=2)
+    assert mura_study_table(tmp_path)["patient"].nunique() == 2 * len(MURA_BODY_PARTS)
+    assert [p.name for p in tmp_path.iterdir()] == [MURA_FOLDER]
+
+
+def test_synthetic_never_replaces_real_data(tmp_path):
+    """A MURA-v1.1 folder without the synthetic marker (real data) is left alone."""
+    real = tmp_path / MURA_FOLDER
+    real.mkdir()
+    (real / "train_image_paths.csv").write_text("keep me\n")
+    with pytest.raises(ValueError, match="refusing"):
+        make_synthetic_mura(tmp_path)
+    assert (real / "train_image_paths.csv").read_text() == "keep me\n"
+    assert [p.name for p in tmp_path.iterdir()] == [MURA_FOLDER]
+
+
+@pytest.mark.parametrize(
+    "settings, name",
+    [
+        ({"patients_per_part": 0}, "patients_per_part"),
+        ({"studies_per_patient": (2, 1)}, "studies_per_patient"),
+        ({"images_per_study": (0, 2)}, "images_per_study"),
+        ({"image_size": 8}, "image_size"),
+    ],
+)
+def test_synthetic_rejects_bad_settings(tmp_path, settings, name):
+    """Nonsense settings fail with a message naming the setting, before anything is written."""
+    with pytest.raises(ValueError, match=name):
+        make_synthetic_mura(tmp_path, **settings)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- the tables --------------------------------------------------------------------------
+
+
+def test_image_table_columns_and_values(synthetic_root):
+    """One row per CSV line, with absolute paths and the parts of each path, labels int64."""
+    table = mura_image_table(synthetic_root, "valid")
+    assert list(table.columns) == ["path", "split", "body_part", "patient", "study", "label"]
+    rows = _read_rows(synthetic_root / MURA_FOLDER / "valid_image_paths.csv")
+    assert len(table) == len(rows)
+    assert table["label"].dtype == "int64"
+    for column in ["path", "split", "body_part", "patient", "study"]:
+        assert pd.api.types.is_string_dtype(table[column])
+    first = table.iloc[0]
+    match = IMAGE_PATH.fullmatch(rows[0][0])
+    assert first["path"] == str((synthetic_root / rows[0][0]).resolve())
+    assert first["split"] == "valid"
+    assert first["body_part"] == match[2]
+    assert first["patient"] == f"patient{match[3]}"
+    assert first["study"] == f"patient{match[3]}/study{match[4]}"
+    assert first["label"] == (match[5] == "positive")
+    assert set(table["body_part"]) == set(MURA_BODY_PARTS)
+    assert set(table["label"]) == {0, 1}
+
+
+def test_parser_examples():
+    """The private parser splits the documented example image and study paths."""
+    expected = {
+        "split": "train",
+        "body_part": "WRIST",
+        "patient": "patient00001",
+        "study": "patient00001/study1",
+        "label": 1,
+    }
+    assert mura._parse_mura_path("MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png") == expected
+    assert mura._parse_mura_path("MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/") == expected
+    assert mura._parse_mura_path("MURA-v1.1/valid/XR_HAND/patient11200/study3_negative/image2.png")["label"] == 0
+    with pytest.raises(ValueError, match="MURA"):
+        mura._parse_mura_path("MURA-v1.1/train/XR_KNEE/patient00001/study1_positive/image1.png")
+    with pytest.raises(ValueError, match="MURA"):
+        mura._parse_mura_path("train/XR_WRIST/image1.png")
+
+
+def test_study_table_agrees_with_image_table(synthetic_root):
+    """Study IDs, body parts, patients and labels match between the two tables of each split."""
+    for split in ("train", "valid"):
+        studies = mura_study_table(synthetic_root, split)
+        assert list(studies.columns) == ["study", "body_part", "patient", "label"]
+        assert studies["label"].dtype == "int64"
+        assert studies["study"].is_unique
+        images = mura_image_table(synthetic_root, split)
+        per_study = images.groupby("study")[["body_part", "patient", "label"]].first()
+        merged = studies.merge(per_study.reset_index(), on="study", how="outer", suffixes=("", "_image"))
+        assert len(merged) == len(studies)
+        assert (merged["label"] == merged["label_image"]).all()
+        assert (merged["body_part"] == merged["body_part_image"]).all()
+        assert (merged["patient"] == merged["patient_image"]).all()
+        # One label per study among its images.
+        assert (images.groupby("study")["label"].nunique() == 1).all()
+
+
+def test_tables_say_when_data_is_synthetic(synthetic_root, capsys):
+    """Reading the stand-in prints a line saying it is SYNTHETIC, so it never passes for MURA."""
+    mura_study_table(synthetic_root)
+    assert "SYNTHETIC" in capsys.readouterr().out
+
+
+def test_absent_data_raises_with_registration_instructions(root):
+    """Without MURA, both tables raise DataUnavailableError with the URL, the folder and DLMED_DATA."""
+    for read in (mura_image_table, mura_study_table):
+        with pytest.raises(DataUnavailableError) as caught:
+            read()  # root from DLMED_DATA
+        message = str(caught.value)
+        assert "https://stanfordmlgroup.github.io/competitions/mura/" in message
+        assert str(root) in message and MURA_FOLDER in message and "DLMED_DATA" in message
+    assert find_mura(root) is None
+    assert not root.exists()
+
+
+def test_incomplete_folder_is_not_mura(tmp_path):
+    """A MURA-v1.1 folder missing one of the four CSVs is not found."""
+    folder = make_synthetic_mura(tmp_path, patients_per_part=1)
+    (folder / "valid_labeled_studies.csv").unlink()
+    assert find_mura(tmp_path) is None
+    with pytest.raises(DataUnavailableError):
+        mura_image_table(tmp_path)
+
+
+def test_unknown_split_is_rejected(synthetic_root):
+    """Only train and valid exist (the test set is hidden); others get a clear ValueError."""
+    with pytest.raises(ValueError, match="valid"):
+        mura_image_table(synthetic_root, "test")
+
+
+# --- MuraImageDataset --------------------------------------------------------------------
+
+
+def test_dataset_items_are_grayscale_tensors(synthetic_root):
+    """Items are float (1, H, W) tensors in [0, 1] with int labels; targets matches the table."""
+    table = mura_image_table(synthetic_root, "valid")
+    dataset = MuraImageDataset(table)
+    assert len(dataset) == len(table)
+    image, label = dataset[0]
+    assert image.dtype == torch.float32 and image.shape == (1, 64, 64)
+    assert 0.0 <= image.min().item() and image.max().item() <= 1.0
+    assert type(label) is int and label == table["label"].iloc[0]
+    assert list(dataset.targets) == table["label"].tolist()
+
+
+def test_dataset_converts_rgb_and_applies_transform(synthetic_root, tmp_path):
+    """An RGB PNG is converted to grayscale, and the transform receives that PIL image."""
+    path = tmp_path / "rgb.png"
+    Image.new("RGB", (40, 30), color=(255, 0, 0)).save(path)
+    table = pd.DataFrame({"path": [str(path)], "label": [1]})
+    seen = []
+    dataset = MuraImageDataset(table, transform=lambda image: seen.append(image) or image.size)
+    assert dataset[0] == ((40, 30), 1)
+    assert seen[0].mode == "L"
+    assert MuraImageDataset(table)[0][0].shape == (1, 30, 40)
+
+
+def test_dataset_needs_path_and_label(synthetic_root):
+    """A table without the needed columns fails with a message saying how to make one."""
+    with pytest.raises(ValueError, match="mura_image_table"):
+        MuraImageDataset(pd.DataFrame({"file": ["x.png"]}))
