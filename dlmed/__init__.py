@@ -6,9 +6,14 @@ torch, seed anything, create folders or download data. The submodules are:
 - :mod:`dlmed.core`: ``device()`` and ``seed_everything()``.
 - :mod:`dlmed.config`: lab mode versus grading mode (``run_config()``).
 - :mod:`dlmed.data`: MedNIST download, cache and synthetic stand-in.
+- :mod:`dlmed.medmnist`: PneumoniaMNIST download, cache and synthetic stand-in.
+- :mod:`dlmed.mura`: MURA-v1.1 tables and datasets, and a synthetic MURA-like tree.
+- :mod:`dlmed.models`: ResNet-18 with ImageNet weights when they are on the machine.
 - :mod:`dlmed.train`: a training loop with a progress bar, evaluation, prediction.
 - :mod:`dlmed.plots`: image grids, learning curves, confusion matrices.
 - :mod:`dlmed.checks`: assertion helpers used by the notebooks' test cells.
+- :mod:`dlmed.grading`, :mod:`dlmed.course`, :mod:`dlmed.cli`, :mod:`dlmed.pytest_plugin`:
+  nbgrader configuration helpers, course build steps and the students' pytest self-check.
 """
 
 import importlib

@@ -167,6 +167,35 @@ def _has_class_folders(folder: Path) -> bool:
     return True
 
 
+def download_or_explain(
+    name: str,
+    url: str,
+    destination: PathLike,
+    expected_md5: str,
+    instructions: str,
+    allow_download: bool = True,
+    show_progress: bool = True,
+) -> Path:
+    """Download a data set's file with :func:`download_url`, or say how to get it by hand.
+
+    Raises :class:`DataUnavailableError` ending with ``instructions`` when downloads are
+    switched off or the download fails.
+    """
+    folder = Path(destination).parent
+    if not allow_download:
+        raise DataUnavailableError(
+            f"{name} is not in {folder} and downloads are switched off "
+            f"(allow_download=False).\n{instructions}"
+        )
+    try:
+        return download_url(url, destination, expected_md5, show_progress=show_progress)
+    except DataUnavailableError as error:
+        raise DataUnavailableError(
+            f"{name} is not in {folder} and could not be downloaded: "
+            f"{error.__cause__ or error}\n{instructions}"
+        ) from error
+
+
 def find_mednist(root: Optional[PathLike] = None) -> Optional[Path]:
     """Return ``root/MedNIST`` if it holds an extracted MedNIST, else ``None``.
 
@@ -296,18 +325,9 @@ def fetch_mednist(
             archive.unlink()
 
     if not archive.is_file():
-        if not allow_download:
-            raise DataUnavailableError(
-                f"MedNIST is not in {root} and downloads are switched off "
-                f"(allow_download=False).\n{_how_to_get_mednist(root)}"
-            )
-        try:
-            download_url(MEDNIST_URL, archive, MEDNIST_MD5, show_progress=show_progress)
-        except DataUnavailableError as error:
-            raise DataUnavailableError(
-                f"MedNIST is not in {root} and could not be downloaded: "
-                f"{error.__cause__ or error}\n{_how_to_get_mednist(root)}"
-            ) from error
+        download_or_explain(
+            "MedNIST", MEDNIST_URL, archive, MEDNIST_MD5, _how_to_get_mednist(root), allow_download, show_progress
+        )
 
     return _extract_mednist(archive, root, show_progress)
 

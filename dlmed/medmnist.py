@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from dlmed.data import DataUnavailableError, data_dir, download_url, md5sum
+from dlmed.data import DataUnavailableError, data_dir, download_or_explain, md5sum
 
 PNEUMONIAMNIST_URL = "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"
 #: MD5 of the official file published by MedMNIST.
@@ -170,19 +170,10 @@ def fetch_pneumoniamnist(
             )
         return path
 
-    if not allow_download:
-        raise DataUnavailableError(
-            f"PneumoniaMNIST is not in {root} and downloads are switched off "
-            f"(allow_download=False).\n{_how_to_get_pneumoniamnist(root)}"
-        )
-    try:
-        download_url(PNEUMONIAMNIST_URL, path, PNEUMONIAMNIST_MD5, show_progress=show_progress)
-    except DataUnavailableError as error:
-        raise DataUnavailableError(
-            f"PneumoniaMNIST is not in {root} and could not be downloaded: "
-            f"{error.__cause__ or error}\n{_how_to_get_pneumoniamnist(root)}"
-        ) from error
-    return path
+    return download_or_explain(
+        "PneumoniaMNIST", PNEUMONIAMNIST_URL, path, PNEUMONIAMNIST_MD5,
+        _how_to_get_pneumoniamnist(root), allow_download, show_progress,
+    )
 
 
 def load_pneumoniamnist(

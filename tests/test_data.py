@@ -6,13 +6,10 @@ and ``urllib.request.urlopen`` is replaced wherever a test must prove it is not 
 
 import hashlib
 import io
-import inspect
 import os
-import runpy
 import tarfile
 import threading
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import assert_import_has_no_side_effects, assert_public_api_documented
 from dlmed import data
 from dlmed.config import RunConfig
 from dlmed.data import (
@@ -87,37 +85,6 @@ def fake_archive(tmp_path, monkeypatch):
     return archive
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    """An empty (not yet created) data directory, also set as DLMED_DATA."""
-    folder = tmp_path / "dlmed-data"
-    monkeypatch.setenv("DLMED_DATA", str(folder))
-    return folder
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Replace urlopen so that any attempt to use the network fails the test; records calls."""
-    calls = []
-
-    def refuse(url, *args, **kwargs):
-        calls.append(url)
-        raise AssertionError(f"the network was used: urlopen({url!r})")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    return calls
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Make urlopen fail the way it does without internet."""
-
-    def unreachable(url, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
-
-
 def _extract_fake_mednist(root: Path, per_class=2) -> Path:
     archive = _write_tar(root.parent / "real.tar.gz", _fake_mednist_members(per_class))
     root.mkdir(parents=True, exist_ok=True)
@@ -131,29 +98,12 @@ def _extract_fake_mednist(root: Path, per_class=2) -> Path:
 
 def test_import_has_no_side_effects(tmp_path, monkeypatch):
     """Running dlmed/data.py's top-level code creates no folder (neither DLMED_DATA nor ~/dlmed-data)."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("DLMED_DATA", str(tmp_path / "data"))
-    # run_path executes the module afresh without replacing the imported dlmed.data (a
-    # reload would give DataUnavailableError a new identity under the other tests' feet).
-    namespace = runpy.run_path(data.__file__)
-    assert "make_synthetic_mednist" in namespace
-    assert not (tmp_path / "data").exists()
-    assert list(home.iterdir()) == []
+    assert_import_has_no_side_effects(data, "make_synthetic_mednist", tmp_path, monkeypatch)
 
 
 def test_public_functions_have_docstrings():
     """Every public function and class of dlmed.data is documented."""
-    public = [
-        obj
-        for name, obj in vars(data).items()
-        if not name.startswith("_")
-        and (inspect.isfunction(obj) or inspect.isclass(obj))
-        and obj.__module__ == data.__name__
-    ]
-    assert len(public) >= 10
-    assert [obj.__name__ for obj in public if not (obj.__doc__ or "").strip()] == []
+    assert_public_api_documented(data, minimum=10)
 
 
 # --- data_dir and md5sum -----------------------------------------------------------------

@@ -4,10 +4,6 @@ No test touches the network: downloads read a small file through a ``file://`` U
 ``urllib.request.urlopen`` is replaced wherever a test must prove it is not called.
 """
 
-import inspect
-import runpy
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import assert_import_has_no_side_effects, assert_public_api_documented
 from dlmed import medmnist
 from dlmed.config import RunConfig
 from dlmed.data import DataUnavailableError, md5sum
@@ -55,14 +52,6 @@ def _write_npz(path: Path, arrays: dict) -> Path:
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch):
-    """An empty (not yet created) data directory, also set as DLMED_DATA."""
-    folder = tmp_path / "dlmed-data"
-    monkeypatch.setenv("DLMED_DATA", str(folder))
-    return folder
-
-
-@pytest.fixture
 def served(tmp_path, monkeypatch):
     """A small valid PneumoniaMNIST file; the URL and official MD5 point at it."""
     path = _write_npz(tmp_path / "served" / "pneumoniamnist.npz", _valid_arrays())
@@ -71,55 +60,17 @@ def served(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    """Replace urlopen so that any attempt to use the network fails the test; records calls."""
-    calls = []
-
-    def refuse(url, *args, **kwargs):
-        calls.append(url)
-        raise AssertionError(f"the network was used: urlopen({url!r})")
-
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
-    return calls
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Make urlopen fail the way it does without internet."""
-
-    def unreachable(url, *args, **kwargs):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
-
-
 # --- module hygiene ----------------------------------------------------------------------
 
 
 def test_import_has_no_side_effects(tmp_path, monkeypatch):
-    """Running dlmed/medmnist.py's top-level code creates no folder and prints nothing."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("DLMED_DATA", str(tmp_path / "data"))
-    namespace = runpy.run_path(medmnist.__file__)
-    assert "fetch_pneumoniamnist" in namespace
-    assert not (tmp_path / "data").exists()
-    assert list(home.iterdir()) == []
+    """Running dlmed/medmnist.py's top-level code creates no folder."""
+    assert_import_has_no_side_effects(medmnist, "fetch_pneumoniamnist", tmp_path, monkeypatch)
 
 
 def test_public_functions_have_docstrings():
     """Every public function and class of dlmed.medmnist is documented."""
-    public = [
-        obj
-        for name, obj in vars(medmnist).items()
-        if not name.startswith("_")
-        and (inspect.isfunction(obj) or inspect.isclass(obj))
-        and obj.__module__ == medmnist.__name__
-    ]
-    assert len(public) >= 5
-    assert [obj.__name__ for obj in public if not (obj.__doc__ or "").strip()] == []
+    assert_public_api_documented(medmnist, minimum=5)
 
 
 # --- fetch_pneumoniamnist: checksum and content ------------------------------------------

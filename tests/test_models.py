@@ -8,7 +8,6 @@ that fails the test (or imitates a download) when called.
 import inspect
 import runpy
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,18 +30,16 @@ def torch_home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def no_network(monkeypatch):
-    """Make urlopen and torch.hub's downloader fail the test if called; records the calls."""
-    calls = []
+def no_network(no_network, monkeypatch):
+    """conftest's no_network (urlopen refused), plus torch.hub's own downloaders; records the calls."""
 
     def refuse(url, *args, **kwargs):
-        calls.append(url)
+        no_network.append(url)
         raise AssertionError(f"the network was used: {url!r}")
 
-    monkeypatch.setattr(urllib.request, "urlopen", refuse)
     monkeypatch.setattr(torch.hub, "urlopen", refuse)  # torch.hub imported it by name
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-    return calls
+    return no_network
 
 
 def _save_fake_checkpoint(torch_home: Path) -> dict:

@@ -5,15 +5,14 @@ data is not on test machines, and every test works on the synthetic stand-in.
 """
 
 import csv
-import inspect
 import re
-import runpy
 
 import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import assert_import_has_no_side_effects, assert_public_api_documented
 from dlmed import mura
 from dlmed.data import DataUnavailableError, is_synthetic
 from dlmed.mura import (
@@ -40,14 +39,6 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    """An empty (not yet created) data directory, also set as DLMED_DATA."""
-    folder = tmp_path / "dlmed-data"
-    monkeypatch.setenv("DLMED_DATA", str(folder))
-    return folder
-
-
 def _read_rows(path):
     with open(path, newline="") as file:
         return list(csv.reader(file))
@@ -58,26 +49,12 @@ def _read_rows(path):
 
 def test_import_has_no_side_effects(tmp_path, monkeypatch):
     """Running dlmed/mura.py's top-level code creates no folder."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("DLMED_DATA", str(tmp_path / "data"))
-    assert "mura_image_table" in runpy.run_path(mura.__file__)
-    assert not (tmp_path / "data").exists()
-    assert list(home.iterdir()) == []
+    assert_import_has_no_side_effects(mura, "mura_image_table", tmp_path, monkeypatch)
 
 
 def test_public_functions_have_docstrings():
     """Every public function and class of dlmed.mura is documented."""
-    public = [
-        obj
-        for name, obj in vars(mura).items()
-        if not name.startswith("_")
-        and (inspect.isfunction(obj) or inspect.isclass(obj))
-        and obj.__module__ == mura.__name__
-    ]
-    assert len(public) >= 5
-    assert [obj.__name__ for obj in public if not (obj.__doc__ or "").strip()] == []
+    assert_public_api_documented(mura, minimum=5)
 
 
 # --- the synthetic tree ------------------------------------------------------------------
@@ -303,3 +280,19 @@ def test_dataset_needs_path_and_label(synthetic_root):
     """A table without the needed columns fails with a message saying how to make one."""
     with pytest.raises(ValueError, match="mura_image_table"):
         MuraImageDataset(pd.DataFrame({"file": ["x.png"]}))
+
+
+def test_image_level_random_split_leaks_patients(synthetic_root):
+    """Why Lab 2 splits by patient: a random split by image puts patients on both sides."""
+    table = mura_image_table(synthetic_root, "train")
+    assert table.groupby("patient").size().max() > 1, "the synthetic tree should have patients with several images"
+    leaks = []
+    for seed in range(5):
+        validation = table.sample(frac=0.3, random_state=seed)
+        training = table.drop(validation.index)
+        leaks.append(len(set(training["patient"]) & set(validation["patient"])))
+    assert min(leaks) > 0, f"patients on both sides of 5 image-level splits: expected some each time, got {leaks}"
+    by_patient = set(table["patient"].drop_duplicates().sample(frac=0.3, random_state=0))
+    validation = table[table["patient"].isin(by_patient)]
+    training = table[~table["patient"].isin(by_patient)]
+    assert not set(training["patient"]) & set(validation["patient"]), "a split by patient must not leak"

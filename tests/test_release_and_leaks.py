@@ -9,7 +9,7 @@ import pytest
 from bs4 import BeautifulSoup
 
 from dlmed import course
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import LABS, PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +51,10 @@ def _text_outside(*patterns):
     return _squash("\n".join(texts))
 
 
-@pytest.mark.parametrize("lab", course.list_labs(PROJECT_ROOT))
-def test_release_and_solutions_match_regeneration(graded_lab1, lab):
+@pytest.mark.parametrize("lab", LABS)
+def test_release_and_solutions_match_regeneration(graded_labs, lab):
     """The committed release/ and solutions/ are exactly what nbgrader generates from source/ (outputs aside)."""
-    workspace = graded_lab1.workspace
-    if lab != graded_lab1.lab:
-        course.generate(workspace, [lab])
+    workspace = graded_labs[lab].workspace
     for folder in ("release", "solutions"):
         committed = sorted(p.relative_to(PROJECT_ROOT / folder) for p in (PROJECT_ROOT / folder / lab).rglob("*") if p.is_file())
         regenerated = sorted(p.relative_to(workspace / folder) for p in (workspace / folder / lab).rglob("*") if p.is_file())
@@ -79,7 +77,7 @@ def _readable_text(path):
     return "\n".join(parts)
 
 
-def _student_files(graded_lab1):
+def _student_files(graded_labs):
     """Every file a student receives, as {name: (text, text the student wrote themselves)}.
 
     release/ and solutions/, and the generated feedback HTML (text extracted). A student's
@@ -90,23 +88,24 @@ def _student_files(graded_lab1):
         for path in (PROJECT_ROOT / folder).rglob("*"):
             if path.is_file():
                 files[str(path.relative_to(PROJECT_ROOT))] = (_readable_text(path), "")
-    feedback = sorted((graded_lab1.workspace / "feedback").rglob("*.html"))
-    assert len(feedback) >= len(graded_lab1.expected), f"feedback pages: expected one per student, got {len(feedback)}"
-    for path in feedback:
-        student = path.relative_to(graded_lab1.workspace / "feedback").parts[0]
-        submitted = graded_lab1.workspace / "submitted" / student / graded_lab1.lab / graded_lab1.notebook_name
-        text = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser").get_text()
-        files[str(path.relative_to(graded_lab1.workspace))] = (html.unescape(text), _readable_text(submitted))
+    for graded in graded_labs.values():
+        feedback = sorted((graded.workspace / "feedback").glob(f"*/{graded.lab}/*.html"))
+        assert len(feedback) == len(graded.expected), f"{graded.lab} feedback pages: expected one per student, got {len(feedback)}"
+        for path in feedback:
+            student = path.relative_to(graded.workspace / "feedback").parts[0]
+            submitted = graded.workspace / "submitted" / student / graded.lab / graded.notebook_name
+            text = BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser").get_text()
+            files[str(path.relative_to(graded.workspace))] = (html.unescape(text), _readable_text(submitted))
     return files
 
 
-def test_no_hidden_tests_reach_students(graded_lab1):
+def test_no_hidden_tests_reach_students(graded_labs):
     """No hidden-test line (nor its markers) appears in release/, solutions/ or feedback HTML."""
     hidden_lines = _source_regions(HIDDEN)
     assert len(hidden_lines) > 20, "expected hidden tests in the source notebooks"
     allowed = _text_outside(HIDDEN)  # solution code may legitimately be in solutions/
     secret = [line for line in hidden_lines if _squash(line) not in allowed]
-    for name, (text, own_text) in _student_files(graded_lab1).items():
+    for name, (text, own_text) in _student_files(graded_labs).items():
         assert "HIDDEN TESTS" not in text, f"{name}: contains a hidden-test marker"
         squashed, own = _squash(text), _squash(own_text)
         leaked = [line for line in secret if _squash(line) in squashed and _squash(line) not in own]

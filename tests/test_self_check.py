@@ -7,6 +7,7 @@ import sys
 import nbformat
 import pytest
 
+from tests.conftest import LABS, lab_fixtures
 from tests.submissions import lab1 as fixtures
 
 pytestmark = pytest.mark.slow
@@ -20,9 +21,10 @@ def _run_pytest_on(notebook_path, cwd):
     return completed.returncode, completed.stdout
 
 
-def test_pytest_reports_each_graded_cell(graded_lab1, tmp_path):
+def test_pytest_reports_each_graded_cell(graded_labs, tmp_path):
     """A notebook with three visible-test mistakes: 7 cells pass, those 3 fail with expected-vs-got messages."""
-    release = graded_lab1.workspace / "release" / graded_lab1.lab / graded_lab1.notebook_name
+    graded_lab1 = graded_labs["lab1"]
+    release = graded_lab1.release_notebook()
     notebook = fixtures.build_notebook(release, fixtures.SUBMISSIONS["mistakes_b"])
     path = tmp_path / graded_lab1.notebook_name
     nbformat.write(notebook, str(path))
@@ -37,11 +39,13 @@ def test_pytest_reports_each_graded_cell(graded_lab1, tmp_path):
     assert "PASSED" in output and "test_ex1_split_sizes_disjoint_reproducible" in output
 
 
-def test_pytest_on_the_solution_passes(graded_lab1, tmp_path):
-    """The solution notebook passes every graded cell of the self-check."""
-    source = graded_lab1.workspace / "source" / graded_lab1.lab / graded_lab1.notebook_name
-    path = tmp_path / graded_lab1.notebook_name
-    path.write_bytes(source.read_bytes())
+@pytest.mark.parametrize("lab", LABS)
+def test_pytest_on_the_solution_passes(graded_labs, tmp_path, lab):
+    """The solution notebook of every lab passes every graded cell of the self-check."""
+    graded = graded_labs[lab]
+    path = tmp_path / graded.notebook_name
+    path.write_bytes((graded.workspace / "source" / lab / graded.notebook_name).read_bytes())
     returncode, output = _run_pytest_on(path, tmp_path)
-    assert returncode == 0, f"pytest on the solution: expected exit 0, got {returncode}\n{output[-3000:]}"
-    assert re.search(r"\b10 passed\b", output.strip().splitlines()[-1]), output[-2000:]
+    assert returncode == 0, f"pytest on the {lab} solution: expected exit 0, got {returncode}\n{output[-3000:]}"
+    expected = len(lab_fixtures(lab).FULL_MARKS)
+    assert re.search(rf"\b{expected} passed\b", output.strip().splitlines()[-1]), output[-2000:]

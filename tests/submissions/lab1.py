@@ -25,6 +25,9 @@ FULL_MARKS = {
     "test_ex10_count_parameters_trainable_and_frozen": 1,
 }
 
+#: Written answers, graded by hand: {grade_id: points}.
+MANUAL = {"q1_steps_per_epoch": 1.0, "q2_why_cnn_fewer_parameters": 2.0}
+
 
 @dataclasses.dataclass
 class Submission:
@@ -34,9 +37,12 @@ class Submission:
     answers: Dict[str, str]
     zero: tuple = ()  # test cells expected to score 0; all others full marks
 
-    def expected_scores(self) -> Dict[str, float]:
-        """Return {test grade_id: expected score}."""
-        return {cell: (0.0 if cell in self.zero else float(points)) for cell, points in FULL_MARKS.items()}
+    def expected_scores(self, full_marks: Dict[str, int]) -> Dict[str, float]:
+        """Return {test grade_id: expected score}, given the lab's {test grade_id: points}."""
+        unknown = set(self.zero) - set(full_marks)
+        if unknown:
+            raise KeyError(f"expected zeros for cells the lab does not have: {sorted(unknown)}")
+        return {cell: (0.0 if cell in self.zero else float(points)) for cell, points in full_marks.items()}
 
 
 # ---------------------------------------------------------------- correct, but not the solution's code

@@ -1,0 +1,752 @@
+"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, or ``lab2``).
+
+1. lab      The solution notebook executed top to bottom with nbclient, as a student runs
+            it (NBGRADER_EXECUTION unset, so the full lab configuration), against a
+            FULL-SIZE synthetic stand-in for MedNIST: ``--images-per-class`` images of each
+            of the six classes (real MedNIST has 58,954 images, about 10,000 per class),
+            64x64 grayscale JPEGs, laid out as ``<data dir>/MedNIST/<Class>/*.jpeg`` so that
+            the notebook finds it as if MedNIST had been downloaded. Nothing is downloaded.
+            Lab 2 also needs the real PneumoniaMNIST: its data dir holds a symlink
+            ``pneumoniamnist.npz`` -> ``--pneumoniamnist`` (default: the read-only offline
+            copy /work/shared/data/pneumoniamnist.npz; lab mode is skipped with a message
+            when it is not there). It holds no ``MURA-v1.1``, so the notebook shows the MURA
+            part on a small synthetic MURA tree that it makes in the data dir itself.
+2. grading  The same execution with NBGRADER_EXECUTION=autograde: the tiny grading
+            configuration, on the small stand-ins the notebook makes for grading (the data
+            dir holds no MedNIST/, and for Lab 2 no pneumoniamnist.npz and no MURA-v1.1).
+3. autograde  ``nbgrader autograde <lab> --force`` on one submission (the source notebook
+            submitted as student "reference") in a scratch course. Generating the
+            assignment is timed once, separately.
+
+Accuracies on MedNIST printed by the notebooks in lab mode are accuracies ON SYNTHETIC DATA
+(simple shapes, not medical images); the accuracy on the real MedNIST is NOT measured here.
+Lab 2's Part B results (test ROC AUC, accuracy, Cohen's kappa) are on the REAL
+PneumoniaMNIST; real MURA is not measured here.
+
+Each measurement is repeated (``--repeats``, default 3; ``--lab-repeats`` for lab mode) and
+reported as median, min and max. Raw timings, per-cell times and machine details go to a
+JSON file in benchmarks/results/ (git-ignored). Generating the stand-ins is not timed as
+part of a run; they are cached in ``--data-root`` and reused.
+
+Examples (from the course root)::
+
+    .venv/bin/python benchmarks/bench_lab.py --lab-repeats 1 --skip-grading --skip-autograde
+    .venv/bin/python benchmarks/bench_lab.py --repeats 3 --lab-repeats 2
+    .venv/bin/python benchmarks/bench_lab.py --skip-lab
+    .venv/bin/python benchmarks/bench_lab.py --lab lab2 --lab-repeats 1 --skip-grading --skip-autograde
+    .venv/bin/python benchmarks/bench_lab.py --lab lab2 --skip-lab
+"""
+
+import argparse
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))  # so that `dlmed` imports without installing it
+
+from dlmed import course, data, medmnist, mura  # noqa: E402  (needs the sys.path entry above)
+from dlmed.config import GRADING_LIMITS  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: Real MedNIST: 58,954 images in six classes.
+REAL_MEDNIST_IMAGES = 58954
+#: The read-only offline copy of PneumoniaMNIST that Lab 2's lab mode uses by default.
+SHARED_PNEUMONIAMNIST = Path("/work/shared/data/pneumoniamnist.npz")
+#: Lab 2, Part B: the test ROC AUC on PneumoniaMNIST that lab mode should reach.
+PNEUMONIA_AUC_TARGET = 0.95
+
+MODE_LINE = re.compile(r"mode: (\w+) \| device: (\S+)")
+
+# Lab 1's printed results.
+LAB1_ACCURACY_LINE = re.compile(r"test accuracy: fully connected ([\d.]+)%, CNN ([\d.]+)%")
+LAB1_CLASS_COUNT_LINE = re.compile(r"^(\w+)\s+(\d+) images$", re.MULTILINE)
+LAB1_CAVEAT = (
+    "The lab-mode accuracies are on SYNTHETIC data (simple shapes, not medical images); "
+    "the accuracy on the real MedNIST is NOT measured here (MedNIST cannot be downloaded "
+    "on this machine)."
+)
+
+# Lab 2's printed results.
+LAB2_PART_A_ACCURACY_LINE = re.compile(r"^test accuracy: ([\d.]+)%$", re.MULTILINE)
+LAB2_PART_B_TEST_LINE = re.compile(
+    r"^test ROC AUC ([\d.]+) \| accuracy ([\d.]+)% \| Cohen's kappa (-?[\d.]+)$", re.MULTILINE
+)
+LAB2_VALIDATION_AUC_LINE = re.compile(r"^validation ROC AUC: ([\d.]+)$", re.MULTILINE)
+LAB2_THRESHOLD_LINE = re.compile(r"^threshold chosen on validation: ([\d.]+)$", re.MULTILINE)
+LAB2_PART_A_COUNTS_LINE = re.compile(r"^(\d+) training and (\d+) test images of (\d+) classes", re.MULTILINE)
+LAB2_PNEUMONIA_SPLIT_LINE = re.compile(r"^(train|val|test)\s*:\s*(\d+) images, (\d+)% pneumonia$", re.MULTILINE)
+LAB2_PRETRAINED_LINE = re.compile(r"^ImageNet weights: (yes|no)", re.MULTILINE)
+LAB2_AMP_LINE = re.compile(r"^(float32|mixed precision)\s*:\s*([\d.]+) ms per step", re.MULTILINE)
+LAB2_CAVEAT = (
+    "Part A's test accuracy is on the SYNTHETIC MedNIST stand-in (simple shapes, not medical "
+    "images): it says nothing about MedNIST, whose accuracy is NOT measured here. Part B's "
+    "test ROC AUC, accuracy and kappa are on the REAL PneumoniaMNIST. MURA is not measured "
+    "here (the notebook only shows its layout on a synthetic tree)."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Lab:
+    """What differs between the labs: notebook, budget, data and what the notebook prints."""
+
+    name: str
+    notebook: Path
+    #: Lab mode should finish within this many seconds per run on a 2-core CPU.
+    budget_seconds: int
+    caveat: str
+    #: (args) -> {"data_dir", "seconds", "images", ...}; raises LabDataUnavailable.
+    prepare_lab_data: Callable[[argparse.Namespace], dict]
+    #: (data_root) -> {"data_dir", "seconds", "images"}.
+    prepare_grading_data: Callable[[Path], dict]
+    #: (notebook text) -> the results the notebook printed, for the run's JSON record.
+    parse_output: Callable[[str], dict]
+    #: (a lab-mode run) -> one line about its printed results.
+    describe_run: Callable[[dict], str]
+    #: (the lab-mode runs) -> summary lines printed at the end.
+    summarize_results: Callable[[List[dict]], List[str]]
+
+
+class LabDataUnavailable(Exception):
+    """Lab mode cannot run: data it needs is not on this machine (the message says which)."""
+
+
+# --- Machine and environment -----------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or platform.processor() elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def total_ram_gib() -> float:
+    """Total memory in GiB (from /proc/meminfo), or 0.0 where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="utf-8") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def package_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info(lab: Lab) -> dict:
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "ram_gib": round(total_ram_gib(), 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": package_version("torch"),
+        "torchvision": package_version("torchvision"),
+        "nbgrader": package_version("nbgrader"),
+        "nbclient": package_version("nbclient"),
+        "device": os.environ.get("DLMED_DEVICE") or "auto (dlmed.device(); see each run's 'device')",
+        "lab": lab.name,
+        "notebook": str(lab.notebook.relative_to(PROJECT_ROOT)),
+        "notebook_sha256": hashlib.sha256(lab.notebook.read_bytes()).hexdigest(),
+    }
+
+
+def load_average() -> list:
+    """1-, 5- and 15-minute load averages (other processes slow the runs down)."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# --- Data --------------------------------------------------------------------------------
+
+
+def prepare_mednist_standin(data_root: Path, images_per_class: int) -> dict:
+    """Make (or reuse) the full-size stand-in and a data dir whose MedNIST/ is that stand-in.
+
+    Returns {"data_dir", "seconds" (generation or reuse check), "images", "standin"}.
+    """
+    data_dir = data_root / f"lab-{images_per_class}-per-class"
+    started = time.perf_counter()
+    standin = data.make_synthetic_mednist(data_dir, images_per_class=images_per_class, image_size=64)
+    seconds = time.perf_counter() - started
+    link = data_dir / data.MEDNIST_FOLDER
+    if link.is_symlink() and os.readlink(link) != standin.name:
+        link.unlink()
+    if not link.exists():
+        link.symlink_to(standin.name, target_is_directory=True)  # relative: MedNIST -> MedNIST-synthetic
+    found = data.find_mednist(data_dir)
+    if found is None or found.resolve() != standin.resolve():
+        raise RuntimeError(f"dlmed.data.find_mednist({data_dir}) does not accept {link} -> {standin}")
+    return {"data_dir": str(data_dir), "seconds": round(seconds, 2), "images": 6 * images_per_class,
+            "standin": str(standin)}
+
+
+def _symlink(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target`` (replacing a symlink elsewhere; never a real file)."""
+    if link.is_symlink():
+        if Path(os.readlink(link)) == target:
+            return
+        link.unlink()
+    elif link.exists():
+        raise RuntimeError(f"{link} exists and is not a symlink; remove it or use another --data-root")
+    link.symlink_to(target, target_is_directory=target.is_dir())
+
+
+def prepare_lab1_data(args: argparse.Namespace) -> dict:
+    return prepare_mednist_standin(args.data_root, args.images_per_class)
+
+
+def prepare_lab2_data(args: argparse.Namespace) -> dict:
+    """A data dir with MedNIST/ (the cached full-size stand-in) and pneumoniamnist.npz (the real file).
+
+    Both are symlinks: ``MedNIST`` -> the stand-in that Lab 1's benchmark uses too (made if
+    needed), ``pneumoniamnist.npz`` -> ``args.pneumoniamnist`` (read, never written). The
+    dir must hold no ``MURA-v1.1``, so that the notebook makes its synthetic MURA tree.
+    """
+    source = Path(args.pneumoniamnist).resolve()
+    if not source.is_file():
+        raise LabDataUnavailable(
+            f"PneumoniaMNIST is not at {args.pneumoniamnist}; Lab 2's lab mode trains on the real file "
+            f"and never on a stand-in. Pass --pneumoniamnist PATH to a copy of pneumoniamnist.npz."
+        )
+    mednist = prepare_mednist_standin(args.data_root, args.images_per_class)
+    data_dir = args.data_root / f"lab2-{args.images_per_class}-per-class"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _symlink(data_dir / data.MEDNIST_FOLDER, Path(mednist["standin"]).resolve())
+    _symlink(data_dir / medmnist.PNEUMONIAMNIST_FILE, source)
+    found = data.find_mednist(data_dir)
+    if found is None or found.resolve() != Path(mednist["standin"]).resolve():
+        raise RuntimeError(f"dlmed.data.find_mednist({data_dir}) does not accept its MedNIST link")
+    if (data_dir / mura.MURA_FOLDER).exists() or mura.find_mura(data_dir) is not None:
+        raise RuntimeError(f"{data_dir / mura.MURA_FOLDER} exists; the notebook would use it instead of its synthetic MURA tree")
+    # Check the file now (the notebook would fail after Part A otherwise); nothing is written.
+    splits = medmnist.load_pneumoniamnist(data_dir, allow_download=False, show_progress=False)
+    return {
+        "data_dir": str(data_dir),
+        "seconds": mednist["seconds"],
+        "images": mednist["images"],
+        "mednist": f"{data.MEDNIST_FOLDER} -> {mednist['standin']} (SYNTHETIC stand-in)",
+        "pneumoniamnist": f"{medmnist.PNEUMONIAMNIST_FILE} -> {source} (real; MD5 {data.md5sum(source)})",
+        "pneumoniamnist_images": {split: len(labels) for split, (_, labels) in splits.items()},
+    }
+
+
+def make_grading_dir(data_dir: Path) -> dict:
+    """A data dir without MedNIST/, holding the small stand-in that grading mode makes.
+
+    It is made here, before timing, with the settings ``data.mednist_folder`` uses in grading
+    mode, so that every timed run reuses it (making it takes well under a second).
+    """
+    per_class = max(GRADING_LIMITS["images_per_class"], data.SYNTHETIC_GRADING_MIN_IMAGES_PER_CLASS)
+    started = time.perf_counter()
+    data.make_synthetic_mednist(data_dir, images_per_class=per_class)
+    seconds = time.perf_counter() - started
+    if data.find_mednist(data_dir) is not None:
+        raise RuntimeError(f"{data_dir} holds a MedNIST/ folder; grading mode would use it instead of the small stand-in")
+    return {"data_dir": str(data_dir), "seconds": round(seconds, 2), "images": 6 * per_class}
+
+
+def prepare_lab1_grading_data(data_root: Path) -> dict:
+    return make_grading_dir(data_root / "grading")
+
+
+def prepare_lab2_grading_data(data_root: Path) -> dict:
+    """As for Lab 1, plus the PneumoniaMNIST and MURA stand-ins that Lab 2 makes while graded.
+
+    Both are made beforehand with the calls the notebook and ``medmnist.pneumonia_data``
+    make, so that the timed runs reuse them. The dir must hold neither the real
+    pneumoniamnist.npz nor MURA-v1.1 (grading would use them).
+    """
+    data_dir = data_root / "lab2-grading"
+    result = make_grading_dir(data_dir)
+    started = time.perf_counter()
+    medmnist.make_synthetic_pneumoniamnist(data_dir)
+    mura.make_synthetic_mura(data_dir / "mura-synthetic", patients_per_part=3)  # as the notebook's Part B cell
+    result["seconds"] = round(result["seconds"] + time.perf_counter() - started, 2)
+    for name in (medmnist.PNEUMONIAMNIST_FILE, mura.MURA_FOLDER):
+        if (data_dir / name).exists():
+            raise RuntimeError(f"{data_dir / name} exists; grading mode would use it instead of a stand-in")
+    return result
+
+
+# --- What the notebooks print --------------------------------------------------------------
+
+
+def parse_lab1_output(text: str) -> dict:
+    result = {}
+    accuracy = LAB1_ACCURACY_LINE.search(text)
+    if accuracy:
+        result["test_accuracy_percent"] = {
+            "fully_connected": float(accuracy.group(1)),
+            "cnn": float(accuracy.group(2)),
+            "data": "synthetic stand-in (not medical images)",
+        }
+    counts = {name: int(n) for name, n in LAB1_CLASS_COUNT_LINE.findall(text) if name in data.MEDNIST_CLASSES}
+    if counts:
+        result["images_per_class_seen"] = counts
+    return result
+
+
+def describe_lab1_run(run: dict) -> str:
+    accuracy = run.get("test_accuracy_percent", {})
+    return (f"test accuracy on SYNTHETIC data: fully connected {accuracy.get('fully_connected')}%, "
+            f"CNN {accuracy.get('cnn')}%")
+
+
+def summarize_lab1_results(runs: List[dict]) -> List[str]:
+    accuracies = [r["test_accuracy_percent"] for r in runs if "test_accuracy_percent" in r]
+    if not accuracies:
+        return []
+    return ["test accuracy (SYNTHETIC data), per run: " + "; ".join(
+        f"fully connected {a['fully_connected']}%, CNN {a['cnn']}%" for a in accuracies)]
+
+
+def parse_lab2_output(text: str) -> dict:
+    result = {}
+    part_a = LAB2_PART_A_ACCURACY_LINE.search(text)
+    if part_a:
+        result["part_a_test_accuracy_percent"] = float(part_a.group(1))
+        result["part_a_data"] = "synthetic MedNIST stand-in (not medical images): meaningless as an accuracy"
+    counts = LAB2_PART_A_COUNTS_LINE.search(text)
+    if counts:
+        result["part_a_images"] = {"train": int(counts.group(1)), "test": int(counts.group(2)),
+                                   "classes": int(counts.group(3))}
+    pretrained = LAB2_PRETRAINED_LINE.search(text)
+    if pretrained:
+        result["imagenet_weights"] = pretrained.group(1) == "yes"
+    amp = {name: float(ms) for name, ms in LAB2_AMP_LINE.findall(text)}
+    if amp:
+        result["ms_per_step_of_8_images"] = amp
+    part_b = LAB2_PART_B_TEST_LINE.search(text)
+    if part_b:
+        synthetic = re.search(r"dlmed: using the SYNTHETIC stand-in.*pneumoniamnist", text)
+        result["part_b_test"] = {
+            "roc_auc": float(part_b.group(1)),
+            "accuracy_percent": float(part_b.group(2)),
+            "cohen_kappa": float(part_b.group(3)),
+            "data": "SYNTHETIC PneumoniaMNIST stand-in" if synthetic else "real PneumoniaMNIST",
+        }
+    validation = LAB2_VALIDATION_AUC_LINE.search(text)
+    if validation:
+        result["part_b_validation_roc_auc"] = float(validation.group(1))
+    threshold = LAB2_THRESHOLD_LINE.search(text)
+    if threshold:
+        result["part_b_threshold"] = float(threshold.group(1))
+    splits = {split: {"images": int(n), "pneumonia_percent": int(p)} for split, n, p in LAB2_PNEUMONIA_SPLIT_LINE.findall(text)}
+    if splits:
+        result["part_b_splits"] = splits
+    result["mura"] = "real MURA" if "MURA found:" in text else (
+        "synthetic tree" if "SYNTHETIC MURA-like tree" in text else "unknown")
+    return result
+
+
+def _part_b_text(part_b: dict) -> str:
+    return (f"test ROC AUC {part_b['roc_auc']:.3f} | accuracy {part_b['accuracy_percent']}% | "
+            f"Cohen's kappa {part_b['cohen_kappa']:.3f}")
+
+
+def describe_lab2_run(run: dict) -> str:
+    part_b = run.get("part_b_test")
+    b_text = f"{_part_b_text(part_b)} ({part_b['data']})" if part_b else "no Part B result printed"
+    return f"Part B: {b_text}; Part A test accuracy on SYNTHETIC data: {run.get('part_a_test_accuracy_percent')}%"
+
+
+def summarize_lab2_results(runs: List[dict]) -> List[str]:
+    lines = []
+    part_b = [r["part_b_test"] for r in runs if "part_b_test" in r]
+    if part_b:
+        aucs = [p["roc_auc"] for p in part_b]
+        missed = sum(auc < PNEUMONIA_AUC_TARGET for auc in aucs)
+        verdict = (f"at least {PNEUMONIA_AUC_TARGET} in every run" if not missed
+                   else f"BELOW the target of {PNEUMONIA_AUC_TARGET} in {missed} of {len(aucs)} run(s)")
+        lines.append(f"Part B, {part_b[0]['data']}, per run: " + "; ".join(_part_b_text(p) for p in part_b))
+        lines.append(f"  test ROC AUC median {statistics.median(aucs):.3f}, min {min(aucs):.3f}: {verdict}")
+    part_a = [r["part_a_test_accuracy_percent"] for r in runs if "part_a_test_accuracy_percent" in r]
+    if part_a:
+        lines.append("Part A test accuracy on the SYNTHETIC MedNIST stand-in (meaningless as an accuracy), per run: "
+                     + ", ".join(f"{a}%" for a in part_a))
+    pretrained = {r.get("imagenet_weights") for r in runs}
+    lines.append(f"ImageNet weights used: {', '.join(sorted('yes' if p else 'no' if p is False else 'unknown' for p in pretrained))}")
+    return lines
+
+
+LABS = {
+    "lab1": Lab(
+        name="lab1",
+        notebook=PROJECT_ROOT / "source" / "lab1" / "lab1_mednist_from_scratch.ipynb",
+        budget_seconds=300,
+        caveat=LAB1_CAVEAT,
+        prepare_lab_data=prepare_lab1_data,
+        prepare_grading_data=prepare_lab1_grading_data,
+        parse_output=parse_lab1_output,
+        describe_run=describe_lab1_run,
+        summarize_results=summarize_lab1_results,
+    ),
+    "lab2": Lab(
+        name="lab2",
+        notebook=PROJECT_ROOT / "source" / "lab2" / "lab2_mednist_mura_modern_practice.ipynb",
+        budget_seconds=600,
+        caveat=LAB2_CAVEAT,
+        prepare_lab_data=prepare_lab2_data,
+        prepare_grading_data=prepare_lab2_grading_data,
+        parse_output=parse_lab2_output,
+        describe_run=describe_lab2_run,
+        summarize_results=summarize_lab2_results,
+    ),
+}
+
+
+# --- Executing the notebook -----------------------------------------------------------------
+
+
+def parse_time(value) -> datetime.datetime:
+    """nbclient's timestamps: ISO strings (or datetimes) with a time zone."""
+    if isinstance(value, datetime.datetime):
+        return value
+    return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def cell_label(cell, index: int) -> str:
+    """A short name for a cell: its grade_id, else its first line of code."""
+    grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+    if grade_id:
+        return f"[{index}] {grade_id}"
+    # Skip lines that many cells share (seeding, comments) so that the label tells cells apart.
+    lines = [line.strip() for line in cell.source.splitlines()]
+    telling = [line for line in lines if line and not line.startswith(("#", "dlmed.seed_everything"))]
+    return f"[{index}] {(telling or [''])[0][:60]}"
+
+
+def cell_output_text(cell) -> str:
+    """The text a cell printed (stdout, stderr and plain-text results)."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream":
+            parts.append(output.get("text", ""))
+        elif output.get("output_type") in ("execute_result", "display_data"):
+            parts.append(output.get("data", {}).get("text/plain", ""))
+    return "".join(parts)
+
+
+def execute_notebook(lab: Lab, mode: str, data_dir: str, cell_timeout: int) -> dict:
+    """Execute the lab's solution notebook once in a fresh kernel and a temporary cwd; return timings.
+
+    ``mode`` is "lab" (NBGRADER_EXECUTION unset) or "grading" (NBGRADER_EXECUTION=autograde).
+    Raises CellExecutionError if a cell fails.
+    """
+    notebook = nbformat.read(lab.notebook, as_version=4)
+    env = dict(os.environ)
+    env.pop("NBGRADER_EXECUTION", None)
+    if mode == "grading":
+        env["NBGRADER_EXECUTION"] = "autograde"
+    env["DLMED_DATA"] = data_dir
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+
+    load_before = load_average()
+    with tempfile.TemporaryDirectory(prefix=f"bench-{lab.name}-{mode}-") as workdir:
+        client = NotebookClient(
+            notebook,
+            timeout=cell_timeout,
+            kernel_name="python3",
+            allow_errors=False,
+            record_timing=True,
+            resources={"metadata": {"path": workdir}},
+        )
+        started = time.perf_counter()
+        client.execute(env=env)
+        total = time.perf_counter() - started
+
+    cells = []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        timing = cell.metadata.get("execution", {})
+        start = timing.get("iopub.execute_input") or timing.get("iopub.status.busy")
+        end = timing.get("shell.execute_reply") or timing.get("iopub.status.idle")
+        seconds = (parse_time(end) - parse_time(start)).total_seconds() if start and end else None
+        cells.append({"index": index, "label": cell_label(cell, index), "seconds": seconds})
+
+    cells_seconds = sum(c["seconds"] or 0.0 for c in cells)
+    text = "\n".join(cell_output_text(cell) for cell in notebook.cells if cell.cell_type == "code")
+    result = {
+        "mode": mode,
+        "total_seconds": round(total, 3),
+        "cells_seconds": round(cells_seconds, 3),
+        # The rest of total_seconds: starting and stopping the kernel, nbclient's own work.
+        "overhead_seconds": round(total - cells_seconds, 3),
+        "cells": cells,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+    }
+    mode_match = MODE_LINE.search(text)
+    if mode_match:
+        result["notebook_mode"], result["device"] = mode_match.group(1), mode_match.group(2)
+    expected_mode = "lab" if mode == "lab" else "grading"
+    if result.get("notebook_mode") != expected_mode:
+        raise RuntimeError(f"the notebook ran in mode {result.get('notebook_mode')!r}, expected {expected_mode!r}")
+    result.update(lab.parse_output(text))
+    result["data_source_lines"] = [line for line in text.splitlines() if line.startswith("dlmed:")]
+    return result
+
+
+# --- Autograding ---------------------------------------------------------------------------
+
+
+def autograde_runs(lab: Lab, repeats: int, grading_data_dir: str, workdir: Path, report) -> dict:
+    """Generate the lab once in a scratch course, then autograde one submission ``repeats`` times."""
+    os.environ["DLMED_DATA"] = grading_data_dir  # inherited by nbgrader and its kernels
+    os.environ.pop("NBGRADER_EXECUTION", None)
+    workspace = course.make_workspace(PROJECT_ROOT, workdir / "course")
+    started = time.perf_counter()
+    course.generate(workspace, [lab.name])
+    generate_seconds = time.perf_counter() - started
+    name = course.lab_notebook_name(workspace, lab.name)
+    course.add_submission(workspace, lab.name, "reference", workspace / "source" / lab.name / name, name)
+
+    runs = []
+    for repeat in range(repeats):
+        load_before = load_average()
+        started = time.perf_counter()
+        course.run_nbgrader(["autograde", lab.name, "--force"], workspace)
+        seconds = time.perf_counter() - started
+        scores = course.read_scores(workspace, lab.name, name, ["reference"])
+        points, max_points = course.autograde_total(scores.get("reference", {}))
+        runs.append({
+            "total_seconds": round(seconds, 3),
+            "score": points,
+            "max_score": max_points,
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+        })
+        report(f"  autograde {repeat + 1}/{repeats}: {seconds:.1f} s, reference scored {points:g}/{max_points:g}")
+    return {"generate_seconds": round(generate_seconds, 3), "runs": runs}
+
+
+# --- Summaries ------------------------------------------------------------------------------
+
+
+def summarize(values: list) -> dict:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def median_cell_times(runs: list) -> list:
+    """Per code cell: the median time over ``runs``, slowest first."""
+    by_index = {}
+    for run in runs:
+        for cell in run["cells"]:
+            if cell["seconds"] is not None:
+                by_index.setdefault(cell["index"], (cell["label"], []))[1].append(cell["seconds"])
+    rows = [
+        {"index": index, "label": label, "median_seconds": statistics.median(times)}
+        for index, (label, times) in by_index.items()
+    ]
+    return sorted(rows, key=lambda row: row["median_seconds"], reverse=True)
+
+
+def format_table(summaries: dict) -> str:
+    header = f"{'measurement':<44}{'median s':>10}{'min s':>10}{'max s':>10}{'n':>4}"
+    lines = [header, "-" * len(header)]
+    for name, stats in summaries.items():
+        lines.append(
+            f"{name:<44}{stats['median']:>10.1f}{stats['min']:>10.1f}{stats['max']:>10.1f}{stats['n']:>4}"
+        )
+    return "\n".join(lines)
+
+
+def save(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+# --- Main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lab", choices=sorted(LABS), default="lab1", help="which lab to time (default lab1)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (default 3)")
+    parser.add_argument("--lab-repeats", type=int, default=None,
+                        help="runs of lab mode (default: --repeats); lab mode is the slow one")
+    parser.add_argument("--skip-lab", action="store_true", help="do not time lab mode")
+    parser.add_argument("--skip-grading", action="store_true", help="do not time grading mode")
+    parser.add_argument("--skip-autograde", action="store_true", help="do not time nbgrader autograde")
+    parser.add_argument("--images-per-class", type=int, default=10000,
+                        help="images per class of the lab-mode MedNIST stand-in (default 10000, as real MedNIST; "
+                             "Lab 1 keeps 2,000 of them per class, Lab 2 400)")
+    parser.add_argument("--pneumoniamnist", type=Path, default=SHARED_PNEUMONIAMNIST,
+                        help="Lab 2: the real pneumoniamnist.npz that lab mode links to (read only; "
+                             "default: %(default)s)")
+    parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()) / "dlmed-bench-data",
+                        help="where the stand-ins are made and cached (default: %(default)s)")
+    parser.add_argument("--cell-timeout", type=int, default=3600,
+                        help="seconds one cell may run before the run is abandoned (default 3600)")
+    parser.add_argument("--top-cells", type=int, default=8, help="slowest lab-mode cells to print (default 8)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file for the raw timings (default: benchmarks/results/<lab>-<time>.json)")
+    args = parser.parse_args(argv)
+    if args.lab_repeats is None:
+        args.lab_repeats = args.repeats
+    if args.repeats < 1 or args.lab_repeats < 1:
+        parser.error("--repeats and --lab-repeats must be at least 1")
+    if args.images_per_class < 1:
+        parser.error("--images-per-class must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    lab = LABS[args.lab]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    output = args.output or RESULTS_DIR / f"{lab.name}-{stamp}.json"
+    budget_text = f"{lab.budget_seconds / 60:g}-MINUTE"
+
+    def report(message: str) -> None:
+        print(message, flush=True)
+
+    results = {
+        "machine": machine_info(lab),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "settings": {
+            "lab": lab.name,
+            "repeats": args.repeats,
+            "lab_repeats": args.lab_repeats,
+            "images_per_class": args.images_per_class,
+            "data_root": str(args.data_root),
+            "lab_budget_seconds": lab.budget_seconds,
+        },
+        "caveat": lab.caveat,
+    }
+    if lab.name == "lab2":
+        results["settings"]["pneumoniamnist"] = str(args.pneumoniamnist)
+    report(f"{lab.name}: {results['machine']['notebook']}")
+    report(f"machine: {results['machine']['nproc']} CPUs ({results['machine']['cpu_model']}), "
+           f"{results['machine']['ram_gib']} GiB, Python {results['machine']['python']}, "
+           f"torch {results['machine']['torch']}; load average {load_average()}")
+    summaries = {}
+
+    try:
+        if not args.skip_lab:
+            report(f"preparing the lab-mode data: MedNIST stand-in of {args.images_per_class} images per class "
+                   f"({6 * args.images_per_class} images; real MedNIST has {REAL_MEDNIST_IMAGES}) ...")
+            try:
+                lab_data = lab.prepare_lab_data(args)
+            except LabDataUnavailable as error:
+                results["lab_skipped"] = str(error)
+                report(f"LAB MODE SKIPPED: {error}")
+                lab_data = None
+            if lab_data is not None:
+                results["lab_data"] = lab_data
+                report(f"  {lab_data['data_dir']} ready in {lab_data['seconds']:.1f} s (not part of the timings)")
+                for key in ("mednist", "pneumoniamnist"):
+                    if key in lab_data:
+                        report(f"  {lab_data[key]}")
+                results["lab"] = []
+                for repeat in range(args.lab_repeats):
+                    report(f"lab mode {repeat + 1}/{args.lab_repeats} ...")
+                    run = execute_notebook(lab, "lab", lab_data["data_dir"], args.cell_timeout)
+                    results["lab"].append(run)
+                    save(results, output)
+                    over = f"  OVER THE {budget_text} BUDGET" if run["total_seconds"] > lab.budget_seconds else ""
+                    report(f"  {run['total_seconds']:.1f} s{over}; {lab.describe_run(run)}; "
+                           f"load average {run['load_average_after']}")
+                summaries["lab mode (whole notebook)"] = summarize([r["total_seconds"] for r in results["lab"]])
+
+        if not args.skip_grading or not args.skip_autograde:
+            grading_data = lab.prepare_grading_data(args.data_root)
+            results["grading_data"] = grading_data
+
+        if not args.skip_grading:
+            results["grading"] = []
+            for repeat in range(args.repeats):
+                run = execute_notebook(lab, "grading", grading_data["data_dir"], args.cell_timeout)
+                results["grading"].append(run)
+                save(results, output)
+                report(f"grading mode {repeat + 1}/{args.repeats}: {run['total_seconds']:.1f} s")
+            summaries["grading mode (NBGRADER_EXECUTION=autograde)"] = summarize(
+                [r["total_seconds"] for r in results["grading"]]
+            )
+            results["grading_cells_median"] = median_cell_times(results["grading"])
+
+        if not args.skip_autograde:
+            report(f"autograde: generating {lab.name} in a scratch course ...")
+            with tempfile.TemporaryDirectory(prefix=f"bench-{lab.name}-course-") as workdir:
+                results["autograde"] = autograde_runs(lab, args.repeats, grading_data["data_dir"], Path(workdir), report)
+            save(results, output)
+            report(f"  generate_assignment + generate_solution (once): {results['autograde']['generate_seconds']:.1f} s")
+            summaries["nbgrader autograde, 1 submission"] = summarize(
+                [r["total_seconds"] for r in results["autograde"]["runs"]]
+            )
+    except CellExecutionError as error:
+        save(results, output)
+        report(f"FAILED: a notebook cell raised an error (partial results in {output}):\n{error}")
+        return 1
+    except course.CourseError as error:
+        save(results, output)
+        report(f"FAILED: {error}\n(partial results in {output})")
+        return 1
+
+    results["summary"] = summaries
+    if results.get("lab"):
+        results["lab_cells_median"] = median_cell_times(results["lab"])
+    save(results, output)
+
+    report("")
+    report(format_table(summaries))
+    if results.get("lab"):
+        lab_median = summaries["lab mode (whole notebook)"]["median"]
+        verdict = "within" if lab_median <= lab.budget_seconds else "OVER"
+        report(f"\nlab mode: median {lab_median:.1f} s, {verdict} the {lab.budget_seconds} s budget "
+               f"(MedNIST stand-in of {6 * args.images_per_class} images; data generation excluded)")
+        overhead = statistics.median(r["overhead_seconds"] for r in results["lab"])
+        report(f"slowest lab-mode cells (median over {len(results['lab'])} run(s); "
+               f"kernel start/stop and nbclient add {overhead:.1f} s):")
+        for row in results["lab_cells_median"][: args.top_cells]:
+            share = 100 * row["median_seconds"] / lab_median
+            report(f"  {row['median_seconds']:8.1f} s {share:5.1f}%  {row['label']}")
+        for line in lab.summarize_results(results["lab"]):
+            report(line)
+        report(lab.caveat)
+    elif "lab_skipped" in results:
+        report(f"\nlab mode was SKIPPED: {results['lab_skipped']}")
+    if results.get("grading"):
+        report(f"\nslowest grading-mode cells (median over {len(results['grading'])} run(s)):")
+        for row in results["grading_cells_median"][:3]:
+            report(f"  {row['median_seconds']:8.1f} s  {row['label']}")
+    report(f"\nraw timings: {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
