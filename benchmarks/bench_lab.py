@@ -8,7 +8,7 @@
             the notebook finds it as if MedNIST had been downloaded. Nothing is downloaded.
             Lab 2 also needs the real PneumoniaMNIST: its data dir holds a symlink
             ``pneumoniamnist.npz`` -> ``--pneumoniamnist`` (default: the read-only offline
-            copy /work/shared/data/pneumoniamnist.npz; lab mode is skipped with a message
+            copy ../shared/data/pneumoniamnist.npz beside the project; lab mode is skipped with a message
             when it is not there). It holds no ``MURA-v1.1``, so the notebook shows the MURA
             part on a small synthetic MURA tree that it makes in the data dir itself.
 2. grading  The same execution with NBGRADER_EXECUTION=autograde: the tiny grading
@@ -67,7 +67,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Real MedNIST: 58,954 images in six classes.
 REAL_MEDNIST_IMAGES = 58954
 #: The read-only offline copy of PneumoniaMNIST that Lab 2's lab mode uses by default.
-SHARED_PNEUMONIAMNIST = Path("/work/shared/data/pneumoniamnist.npz")
+# The read-only offline copy beside the project (../shared/data), as on the CI machines.
+SHARED_PNEUMONIAMNIST = PROJECT_ROOT.parent / "shared" / "data" / "pneumoniamnist.npz"
 #: Lab 2, Part B: the test ROC AUC on PneumoniaMNIST that lab mode should reach.
 PNEUMONIA_AUC_TARGET = 0.95
 

@@ -3,7 +3,7 @@
 This is the benchmark behind the Lab 2 training recipe. The default arguments are the
 recommended recipe; the flags let you run the variants that were compared against it.
 
-Data: ``/work/shared/data/pneumoniamnist.npz`` (28x28 grayscale pediatric chest X-rays,
+Data: ``../shared/data/pneumoniamnist.npz`` beside the project (28x28 grayscale pediatric chest X-rays,
 label 0 = normal, 1 = pneumonia; 4,690 train / 524 val / 624 test images). All images are
 preloaded as one float tensor, so there is no DataLoader and no per-image Python work.
 
@@ -47,7 +47,8 @@ import torch.nn.functional as F
 import torchvision
 from sklearn.metrics import cohen_kappa_score, roc_auc_score, roc_curve
 
-DEFAULT_DATA = Path("/work/shared/data/pneumoniamnist.npz")
+# The read-only offline copy beside the project (../shared/data).
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pneumoniamnist.npz"
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
