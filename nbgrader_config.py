@@ -1,6 +1,6 @@
 """nbgrader configuration for the workshop. Run nbgrader from this folder (the course root)."""
 
-from dlmed.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN, HideHiddenTests
+from dlmed.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN, HideHiddenTests, StripSolutionMarkers
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     ClearMarkScheme,
@@ -32,14 +32,15 @@ c.IgnorePattern.pattern = IGNORED_STDERR_PATTERN
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# Solutions: no hidden tests, and no execution (executing would run the labs in lab mode,
-# i.e. full training; solutions are handed out without outputs).
+# Solutions: no hidden tests, no solution markers, and no execution (executing would run the
+# labs in lab mode, i.e. full training; solutions are handed out without outputs).
 c.GenerateSolution.preprocessors = [
     IncludeHeaderFooter,
     LockCells,
     ClearOutput,
     ClearMarkScheme,
     HideHiddenTests,
+    StripSolutionMarkers,
 ]
 
 # Feedback HTML: no hidden test code, not even in tracebacks.

@@ -4,9 +4,10 @@
 - :data:`IGNORED_STDERR_PATTERN`: stderr output that does not fail a graded cell.
 - :func:`graded_test_cells` / :func:`cell_failure`: which cells are graded and why one failed.
 - :class:`HideHiddenTests`: an nbgrader preprocessor for solutions and feedback.
+- :class:`StripSolutionMarkers`: an nbgrader preprocessor that tidies the solutions.
 
-Importing this module does not import nbgrader; :class:`HideHiddenTests` is built on
-first use (nbgrader_config.py asks for it by name).
+Importing this module does not import nbgrader; the preprocessors are built on first use
+(nbgrader_config.py asks for them by name).
 """
 
 import re
@@ -26,7 +27,7 @@ IGNORED_STDERR_PATTERN = (
 )
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
+_SOLUTION_MARKER = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 
 
 def strip_ansi(text: str) -> str:
@@ -85,10 +86,34 @@ def _hide_hidden_tests_class():
     return HideHiddenTests
 
 
+def _strip_solution_markers_class():
+    from nbgrader.preprocessors import NbGraderPreprocessor
+
+    class StripSolutionMarkers(NbGraderPreprocessor):
+        """Remove the ``### BEGIN SOLUTION`` / ``### END SOLUTION`` lines, keeping the code between them.
+
+        nbgrader's ``generate_solution`` leaves the markers in; students reading the
+        solutions after the workshop need only the code and the model answers.
+        """
+
+        def preprocess_cell(self, cell, resources, cell_index):
+            lines = cell.source.split("\n")
+            cell.source = "\n".join(line for line in lines if not _SOLUTION_MARKER.match(line))
+            return cell, resources
+
+    return StripSolutionMarkers
+
+
+_LAZY_PREPROCESSORS = {
+    "HideHiddenTests": _hide_hidden_tests_class,
+    "StripSolutionMarkers": _strip_solution_markers_class,
+}
+
+
 def __getattr__(name):
     # Built lazily so that importing dlmed.grading does not import nbgrader.
-    if name == "HideHiddenTests":
-        cls = _hide_hidden_tests_class()
+    if name in _LAZY_PREPROCESSORS:
+        cls = _LAZY_PREPROCESSORS[name]()
         globals()[name] = cls
         return cls
     raise AttributeError(f"module 'dlmed.grading' has no attribute {name!r}")

@@ -78,3 +78,13 @@ def test_find_course_root_explains_what_is_missing(tmp_path):
     """Outside a course folder the error says what was looked for."""
     with pytest.raises(course.CourseError, match="nbgrader_config.py"):
         course.find_course_root(tmp_path)
+
+
+def test_strip_solution_markers_keeps_the_code():
+    """Solutions lose the BEGIN/END SOLUTION lines but keep the code and model answers between them."""
+    answer = nbformat.v4.new_code_cell("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION")
+    written = nbformat.v4.new_markdown_cell("**Q1**\n\n### BEGIN SOLUTION\nBecause.\n### END SOLUTION")
+    notebook = nbformat.v4.new_notebook(cells=[answer, written])
+    notebook, _ = grading.StripSolutionMarkers().preprocess(notebook, {})
+    assert notebook.cells[0].source == "def f():\n    return 1", notebook.cells[0].source
+    assert notebook.cells[1].source == "**Q1**\n\nBecause.", notebook.cells[1].source

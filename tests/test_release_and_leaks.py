@@ -127,6 +127,17 @@ def test_no_solution_code_in_release():
         assert not leaked, f"{path}: solution lines leaked: {leaked[:3]}"
 
 
+def test_solutions_keep_the_code_without_markers():
+    """solutions/ holds every solution line of source/ but no BEGIN/END SOLUTION marker."""
+    solution_lines = _source_regions(SOLUTION)
+    for path in (PROJECT_ROOT / "solutions").rglob("*.ipynb"):
+        text = _readable_text(path)
+        assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text, f"{path}: contains a solution marker"
+    solutions_text = _squash("\n".join(_readable_text(p) for p in (PROJECT_ROOT / "solutions").rglob("*.ipynb")))
+    missing = [line for line in solution_lines if _squash(line) not in solutions_text]
+    assert not missing, f"solution lines missing from solutions/: {missing[:3]}"
+
+
 def test_source_folders_hold_only_the_notebook():
     """nbgrader copies every other file of source/<lab>/ to students, so there must be none."""
     for lab in course.list_labs(PROJECT_ROOT):
