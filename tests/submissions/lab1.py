@@ -158,11 +158,9 @@ def count_parameters(model, trainable_only=True):
 }
 
 
-def _with(**changes):
-    """The solution-like alternative answers with some cells replaced."""
-    answers = dict(ALTERNATIVE)
-    answers.update(changes)
-    return answers
+def with_answers(base, **changes):
+    """A copy of the answers ``base`` ({grade_id: code}) with some cells replaced."""
+    return {**base, **changes}
 
 
 SUBMISSIONS = {
@@ -179,7 +177,8 @@ SUBMISSIONS = {
     ),
     "mistakes_a": Submission(
         "split uses the global RNG; no zero_grad; softmax over the batch axis; SGD not in place",
-        _with(
+        with_answers(
+            ALTERNATIVE,
             ex1_split_dataset='''
 def split_dataset(dataset, test_fraction, seed):
     order = torch.randperm(len(dataset)).tolist()  # ignores the seed
@@ -202,7 +201,8 @@ def sgd_update(parameters, lr):
     "mistakes_b": Submission(
         "eval mode forgotten; no ReLU; confusion matrix transposed; accuracy in percent; "
         "true division in conv_output_size; frozen parameters counted",
-        _with(
+        with_answers(
+            ALTERNATIVE,
             ex5_predict=ALTERNATIVE["ex5_predict"].replace("    model.eval()\n", ""),
             ex2_fully_connected_net=ALTERNATIVE["ex2_fully_connected_net"].replace(
                 "self.output(F.relu(self.hidden(flat)))", "self.output(self.hidden(flat))"),
@@ -224,7 +224,8 @@ def count_parameters(model, trainable_only=True):
     "mistakes_c": Submission(
         "split not shuffled; gradients kept after the SGD step; last batch loss instead of the mean; "
         "no torch.no_grad() in predict; matrix size taken from the data; argmax over the batch axis",
-        _with(
+        with_answers(
+            ALTERNATIVE,
             ex1_split_dataset='''
 def split_dataset(dataset, test_fraction, seed):
     num_test = round(test_fraction * len(dataset))
@@ -273,7 +274,8 @@ def accuracy(probabilities, labels):
     ),
     "mistakes_d": Submission(
         "train mode never set; softmax inside the network; a CNN bigger than the fully connected net",
-        _with(
+        with_answers(
+            ALTERNATIVE,
             ex4_train_model=ALTERNATIVE["ex4_train_model"].replace("        model.train()\n", ""),
             ex2_fully_connected_net=ALTERNATIVE["ex2_fully_connected_net"].replace(
                 "return self.output(F.relu(self.hidden(flat)))",

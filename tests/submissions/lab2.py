@@ -1,6 +1,6 @@
 """Fixture submissions for Lab 2 (see lab1.py for how they are used)."""
 
-from tests.submissions.lab1 import Submission, build_notebook  # noqa: F401 (re-exported for the tests)
+from tests.submissions.lab1 import Submission, build_notebook, with_answers  # noqa: F401 (build_notebook: used via this module)
 
 #: Points of each autograded test cell of Lab 2.
 FULL_MARKS = {
@@ -172,12 +172,6 @@ def per_body_part_metrics(study_table):
 }
 
 
-def _with(**changes):
-    answers = dict(ALTERNATIVE)
-    answers.update(changes)
-    return answers
-
-
 SUBMISSIONS = {
     "alternative_correct": Submission("every exercise right, written differently from the solution", dict(ALTERNATIVE)),
     "partial": Submission(
@@ -188,7 +182,8 @@ SUBMISSIONS = {
     "mistakes_a": Submission(
         "colour filters averaged; linear learning-rate schedule; float16 autocast on the CPU; "
         "smallest losses; Grad-CAM without ReLU; split by image",
-        _with(
+        with_answers(
+            ALTERNATIVE,
             ex1_adapt_resnet18=ALTERNATIVE["ex1_adapt_resnet18"].replace("* 3 / in_channels", "/ in_channels"),
             ex2_lr_range_test=ALTERNATIVE["ex2_lr_range_test"].replace(
                 "lr = start_lr * factor ** step", "lr = start_lr + (end_lr - start_lr) * step / (num_steps - 1)"),
@@ -209,7 +204,8 @@ def split_by_patient(table, val_fraction, seed):
     "mistakes_b": Submission(
         "range test leaves the model trained; study from the study folder only; weights 1/count; "
         "threshold fixed at 0.5; kappa without chance correction; aggregated by patient",
-        _with(
+        with_answers(
+            ALTERNATIVE,
             ex2_lr_range_test=ALTERNATIVE["ex2_lr_range_test"].replace("    model.load_state_dict(model_state)\n", ""),
             ex6_parse_mura_path=ALTERNATIVE["ex6_parse_mura_path"].replace('"study": patient + "/" + study', '"study": study'),
             ex8_class_weights=ALTERNATIVE["ex8_class_weights"].replace(" * len(labels) / num_classes", ""),
