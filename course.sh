@@ -3,6 +3,7 @@
 #   ./course.sh all    set up, regenerate release/ and solutions/, autograde the reference
 #                      solutions and the blank notebooks, print the score table
 #   ./course.sh test   set up, run the test suite (extra arguments go to pytest)
+#   ./course.sh grade LAB [options]   set up, grade every submission of LAB (dlmed grade)
 # Set-up: a virtual environment in .venv (or $DLMED_VENV) with the dlmed package and all
 # dependencies from pyproject.toml; it is (re)installed when pyproject.toml changes.
 set -euo pipefail
@@ -43,8 +44,12 @@ case "$command" in
         setup
         "$VENV/bin/python" -m pytest "$@"
         ;;
+    grade)
+        setup
+        "$VENV/bin/dlmed" grade "$@"
+        ;;
     *)
-        echo "usage: ./course.sh all | ./course.sh test [pytest arguments]" >&2
+        echo "usage: ./course.sh all | ./course.sh test [pytest arguments] | ./course.sh grade LAB [options]" >&2
         exit 2
         ;;
 esac

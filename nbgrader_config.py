@@ -45,3 +45,8 @@ c.GenerateSolution.preprocessors = [
 
 # Feedback HTML: no hidden test code, not even in tracebacks.
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+
+# `nbgrader zip_collect` (and `dlmed grade LAB --zip EXPORT.zip`): find student ids in the file
+# names of Canvas and Moodle zip exports (see dlmed.grading.lms_submission); set
+# c.FileNameCollectorPlugin.named_regexp to use your own regular expression instead.
+c.ZipCollectApp.collector_plugin = "dlmed.grading.LmsCollector"

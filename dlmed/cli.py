@@ -1,8 +1,10 @@
-"""The ``dlmed`` command: build the course and check the reference grades.
+"""The ``dlmed`` command: build the course, check the reference grades, grade a class.
 
-    dlmed build     regenerate release/ and solutions/ from source/
-    dlmed check     autograde each lab's solution and blank notebook, print the score table
-    dlmed all       both
+    dlmed build          regenerate release/ and solutions/ from source/
+    dlmed check          autograde each lab's solution and blank notebook, print the score table
+    dlmed all            both
+    dlmed grade LAB      grade every submission of LAB: sandboxed, in parallel, resumable;
+                         feedback and a class report (README: "Grading a class")
 """
 
 import argparse
@@ -12,15 +14,78 @@ from pathlib import Path
 from dlmed import course
 
 
+def _grade_parser(subparsers, common):
+    from dlmed.sandbox import Limits
+
+    defaults = Limits()
+    grade = subparsers.add_parser(
+        "grade", parents=[common], help="grade every submission of a lab (sandboxed, parallel, resumable)",
+        description="Grade every submission of LAB in submitted/<student>/LAB/ (or in LMS zip exports): "
+                    "each in its own sandbox with limits, several at a time; scores go to nbgrader's "
+                    "gradebook, feedback to feedback/, the class report to grading/LAB/. An interrupted "
+                    "run continues where it stopped when started again.")
+    grade.add_argument("lab", help="the assignment id, e.g. lab1")
+    grade.add_argument("--jobs", "-j", type=int, default=None, help="submissions graded at a time (default: number of cores)")
+    grade.add_argument("--zip", action="append", default=[], type=Path, metavar="FILE",
+                       help="a zip export of a learning platform to import first with nbgrader zip_collect (repeatable)")
+    grade.add_argument("--force", action="store_true", help="grade again submissions that are up to date")
+    grade.add_argument("--student", action="append", default=None, help="only this student (repeatable)")
+    grade.add_argument("--no-feedback", action="store_true", help="do not run nbgrader generate_feedback afterwards")
+    grade.add_argument("--skip-reference-check", action="store_true",
+                       help="do not first check that the instructor's solution passes every test in the sandbox")
+    grade.add_argument("--cell-timeout", type=int, default=defaults.cell_timeout, metavar="S",
+                       help=f"seconds one cell may run (default {defaults.cell_timeout})")
+    grade.add_argument("--notebook-timeout", type=int, default=defaults.notebook_timeout, metavar="S",
+                       help=f"seconds a whole notebook may run (default {defaults.notebook_timeout})")
+    grade.add_argument("--memory", type=float, default=defaults.memory_bytes / 2**30, metavar="GIB",
+                       help=f"memory per submission in GiB (default {defaults.memory_bytes / 2**30:g})")
+    grade.add_argument("--max-processes", type=int, default=defaults.max_processes, metavar="N",
+                       help=f"processes and threads per submission (default {defaults.max_processes})")
+    grade.add_argument("--max-file-size", type=float, default=defaults.max_file_bytes / 2**20, metavar="MIB",
+                       help=f"largest file a submission may write, in MiB (default {defaults.max_file_bytes / 2**20:g})")
+    grade.add_argument("--isolation", choices=["auto", "namespaces", "basic"], default="auto",
+                       help="'namespaces' (Linux as root: no network, no course files) or 'basic' (limits only); "
+                            "default: the strongest this machine allows")
+    grade.add_argument("--data-dir", type=Path, default=None,
+                       help="data folder the kernels read (default: $DLMED_DATA or ~/dlmed-data)")
+    grade.add_argument("--hide", action="append", default=[], type=Path, metavar="DIR",
+                       help="another folder the kernels must not see (repeatable)")
+    grade.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _grade(root: Path, args) -> int:
+    import os
+
+    from dlmed.classgrade import GradeSettings, grade_class
+    from dlmed.sandbox import Limits
+
+    limits = Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
+                    memory_bytes=int(args.memory * 2**30), max_processes=args.max_processes,
+                    max_file_bytes=int(args.max_file_size * 2**20))
+    settings = GradeSettings(
+        lab=args.lab, jobs=args.jobs or os.cpu_count() or 1, limits=limits, isolation=args.isolation,
+        force=args.force, zips=args.zip, feedback=not args.no_feedback, check_reference=not args.skip_reference_check,
+        data_dir=args.data_dir, students=args.student, progress=not args.no_progress, hide=args.hide)
+    outcomes = grade_class(root, settings)
+    return 1 if any(o.status == "grader error" for o in outcomes) else 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``dlmed`` command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="dlmed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["build", "check", "all"])
-    parser.add_argument("--lab", action="append", help="only this lab (repeatable); default: every lab in source/")
-    parser.add_argument("--root", type=Path, default=None, help="course root (default: found from the current folder)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", type=Path, default=None, help="course root (default: found from the current folder)")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("build", "regenerate release/ and solutions/ from source/"),
+                       ("check", "autograde each lab's solution and blank notebook"), ("all", "build, then check")):
+        sub = subparsers.add_parser(name, parents=[common], help=text)
+        sub.add_argument("--lab", action="append", help="only this lab (repeatable); default: every lab in source/")
+    _grade_parser(subparsers, common)
     args = parser.parse_args(argv)
     try:
         root = course.find_course_root(args.root)
+        if args.command == "grade":
+            return _grade(root, args)
         if args.command in ("build", "all"):
             print(f"Regenerating release/ and solutions/ in {root} ...", flush=True)
             course.generate(root, args.lab)

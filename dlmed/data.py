@@ -524,12 +524,24 @@ def _write_synthetic(folder: Path, settings: dict) -> None:
         json.dump(settings, file, indent=2)
 
 
+def usual_permissions(path: PathLike) -> None:
+    """Give ``path`` the permissions a normally created file or folder would have (umask applied).
+
+    Temporary files and folders are private (0600 / 0700); a data folder shared by several
+    users (a JupyterHub, the class grader's sandboxed kernels) must stay readable by them.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
+
+
 def _move_into_place(staged: Path, final: Path, is_wanted: Callable[[Path], bool]) -> None:
     """Rename the finished ``staged`` folder to ``final``, replacing an unwanted old one.
 
     The rename is atomic, so readers see the old folder or the new one, never half of one.
     If another process puts a wanted folder there first, ours is simply discarded.
     """
+    usual_permissions(staged)
     for _ in range(5):
         try:
             os.rename(staged, final)  # fails if ``final`` exists and is not empty

@@ -72,8 +72,21 @@ def _hide_hidden_tests_class():
         nbgrader's ``generate_solution`` and ``generate_feedback`` keep hidden tests. This
         preprocessor removes the ``### BEGIN/END HIDDEN TESTS`` regions and, in cells that
         had one, shortens error tracebacks to their last line (``AssertionError: message``)
-        because a traceback quotes the source lines around the failing assert.
+        because a traceback quotes the source lines around the failing assert. A student's
+        later cell could also print hidden test code it dug out of the kernel (the class
+        grader scrubs the kernel, this is the second line of defence): every output line
+        that contains a hidden-test line of the notebook (15 characters or more, and not
+        also in a visible cell) is replaced by a note.
         """
+
+        def preprocess(self, nb, resources):
+            secret = _hidden_lines(nb)
+            nb, resources = super().preprocess(nb, resources)
+            if secret:
+                for cell in nb.cells:
+                    for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+                        _scrub_output(output, secret)
+            return nb, resources
 
         def preprocess_cell(self, cell, resources, cell_index):
             removed = self._remove_hidden_test_region(cell)
@@ -84,6 +97,41 @@ def _hide_hidden_tests_class():
             return cell, resources
 
     return HideHiddenTests
+
+
+_HIDDEN_REGION = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
+_SCRUBBED = "[a line of hidden test code was removed by the grader]"
+
+
+def _hidden_lines(nb) -> List[str]:
+    """Hidden-test lines of ``nb`` worth scrubbing: 15+ characters and in no visible code."""
+    hidden, visible = set(), []
+    for cell in nb.cells:
+        for region in _HIDDEN_REGION.findall(cell.source):
+            hidden.update(line.strip() for line in region.splitlines() if len(line.strip()) >= 15)
+        visible.append(_HIDDEN_REGION.sub("", cell.source))
+    visible_text = "\n".join(visible)
+    return [line for line in hidden if line not in visible_text]
+
+
+def _scrub_text(text, secret: List[str]):
+    if isinstance(text, list):
+        text = "".join(text)
+    if not isinstance(text, str) or not any(line in text for line in secret):
+        return text
+    return "\n".join(_SCRUBBED if any(line in row for line in secret) else row for row in text.split("\n"))
+
+
+def _scrub_output(output, secret: List[str]):
+    """Replace output lines that quote hidden test code (streams, results, errors)."""
+    if "text" in output:
+        output["text"] = _scrub_text(output["text"], secret)
+    for key, value in list(output.get("data", {}).items()):
+        if key.startswith("text/"):
+            output["data"][key] = _scrub_text(value, secret)
+    if output.get("output_type") == "error":
+        output["evalue"] = _scrub_text(output.get("evalue", ""), secret)
+        output["traceback"] = [_scrub_text(strip_ansi(line), secret) for line in output.get("traceback", [])]
 
 
 def _strip_solution_markers_class():
@@ -104,9 +152,60 @@ def _strip_solution_markers_class():
     return StripSolutionMarkers
 
 
+_CANVAS = re.compile(r"(?P<student_id>[^_]+)_(?:LATE_)?\d+_\d+_(?P<file_id>.+?)(?:-\d+)?(?P<ext>\.ipynb)$")
+_MOODLE_FOLDER = re.compile(r"(?P<student_id>.+?)_\d+_assignsubmission_file_?$")
+
+
+def lms_submission(path: str) -> Optional[dict]:
+    """Student id and file id of a file extracted from a learning platform's zip export, or None.
+
+    Recognised, in this order: Canvas file names (``<login>_[LATE_]<id>_<id>_<file>.ipynb``,
+    resubmissions ending in ``-1``), Moodle folders (``<Full Name>_<id>_assignsubmission_file_/<file>``)
+    and a folder per student inside the zip (``<zip>/<student>/<file>``). Student ids keep
+    only letters, digits, ``.``, ``_`` and ``-`` (spaces become ``_``).
+    """
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    canvas = _CANVAS.match(name)
+    if canvas:
+        student, file_id = canvas["student_id"], canvas["file_id"] + canvas["ext"]
+    elif len(parts) >= 2 and _MOODLE_FOLDER.match(parts[-2]):
+        student, file_id = _MOODLE_FOLDER.match(parts[-2])["student_id"], name
+    elif "extracted" in parts and len(parts) - parts.index("extracted") >= 4:
+        student, file_id = parts[-2], name  # extracted/<zip>/<student>/<file>
+    else:
+        return None
+    student = re.sub(r"[^A-Za-z0-9_.-]", "", student.replace(" ", "_"))
+    return {"student_id": student, "file_id": file_id} if student else None
+
+
+def _lms_collector_class():
+    from nbgrader.plugins import FileNameCollectorPlugin
+
+    class LmsCollector(FileNameCollectorPlugin):
+        """``nbgrader zip_collect`` plugin for the zip exports of Canvas, Moodle and similar platforms.
+
+        With ``FileNameCollectorPlugin.named_regexp`` configured, that regular expression is
+        used as nbgrader documents; otherwise :func:`lms_submission` reads the file's path.
+        """
+
+        def collect(self, submitted_file):
+            if self.named_regexp:
+                return super().collect(submitted_file)
+            if not submitted_file.endswith(tuple(self.valid_ext)):
+                return None
+            found = lms_submission(submitted_file)
+            if found is None:
+                self.log.warning("Not a file of a known learning-platform export, skipped: %s", submitted_file)
+            return found
+
+    return LmsCollector
+
+
 _LAZY_PREPROCESSORS = {
     "HideHiddenTests": _hide_hidden_tests_class,
     "StripSolutionMarkers": _strip_solution_markers_class,
+    "LmsCollector": _lms_collector_class,
 }
 
 

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from dlmed.data import DataUnavailableError, data_dir, download_or_explain, md5sum
+from dlmed.data import DataUnavailableError, data_dir, download_or_explain, md5sum, usual_permissions
 
 PNEUMONIAMNIST_URL = "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"
 #: MD5 of the official file published by MedMNIST.
@@ -313,6 +313,7 @@ def make_synthetic_pneumoniamnist(
     try:
         with os.fdopen(handle, "wb") as file:
             np.savez_compressed(file, **arrays)
+        usual_permissions(partial)
         os.replace(partial, path)
     finally:
         Path(partial).unlink(missing_ok=True)  # left only if writing failed

@@ -1,0 +1,449 @@
+"""Execute one submitted notebook for the class grader, inside its sandbox.
+
+:class:`GuardedExecute` executes like nbgrader's ``Execute`` preprocessor (the same per-cell
+timeout, interrupt, error-on-timeout and recording of errors, so cells score as with
+``nbgrader autograde``) with what grading a whole class needs on top:
+
+- a time limit for the whole notebook as well as per cell; a cell that ignores the
+  interrupt gets the kernel killed;
+- a kernel that dies (memory limit, ``os._exit``, a crash) or that can no longer be trusted
+  stops the run: every remaining cell gets an error output, so no test cell scores by
+  default (nbgrader gives full marks to a test cell without output);
+- the integrity guard (:mod:`dlmed.guard`) around every graded test cell;
+- a cap on the outputs kept, so a cell printing gigabytes cannot exhaust the grader;
+- a memory watchdog over the kernel and its children;
+- a log of everything that happened (``events``), for the instructor's report.
+
+It runs in the sandbox's supervisor process (:mod:`dlmed.sandbox`), never in the kernel, and
+does not import nbgrader (1.7 s per student). What it needs to know about cells (which names
+a test reads, which only its hidden part binds) the grader works out beforehand with
+:func:`cell_annotations`.
+"""
+
+import ast
+import asyncio
+import json
+import os
+import secrets
+import signal
+import time
+from typing import Dict, List, Optional
+
+import psutil
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import ensure_async, run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+from traitlets import Dict as DictTrait
+
+from dlmed.grading import is_graded_test_cell
+
+#: ``ename`` of the error outputs the grader itself adds to cells.
+GRADER_ERROR = "GradingStopped"
+INTEGRITY_ERROR = "GradingIntegrityError"
+
+#: Modules and classes whose state the guard snapshots and restores around test cells.
+GUARDED_MODULES = [
+    "builtins", "math", "copy", "random", "operator", "numpy", "numpy.testing",
+    "torch", "torch.nn", "torch.nn.functional", "torch.testing", "torch.utils.data",
+    "sklearn.metrics", "pandas", "dlmed.checks",
+]
+GUARDED_CLASSES = ["torch.Tensor", "torch.nn.Module"]
+
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def _python_source(source: str) -> str:
+    """Cell source with IPython syntax (``%magic``, ``!cmd``) turned into plain Python."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
+
+
+def _parse(source: str) -> Optional[ast.Module]:
+    try:
+        return ast.parse(_python_source(source))
+    except SyntaxError:
+        return None
+
+
+def names_read(source: str) -> List[str]:
+    """Every plain name used anywhere in ``source`` (the names a test might read)."""
+    tree = _parse(source)
+    if tree is None:
+        return []
+    return sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)})
+
+
+def names_bound(source: str) -> List[str]:
+    """Names that ``source`` binds at module level (imports, assignments, defs, loop targets)."""
+    tree = _parse(source)
+    if tree is None:
+        return []
+    bound = set()
+
+    def visit(statements):
+        for statement in statements:
+            if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.add(statement.name)
+                continue
+            if isinstance(statement, (ast.Import, ast.ImportFrom)):
+                bound.update((alias.asname or alias.name).split(".")[0] for alias in statement.names)
+                continue
+            for node in ast.walk(statement):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                    continue
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    bound.add(node.id)
+            for field in ("body", "orelse", "finalbody"):
+                visit(getattr(statement, field, []) or [])
+            for handler in getattr(statement, "handlers", []) or []:
+                visit(handler.body)
+
+    visit(tree.body)
+    return sorted(bound)
+
+
+def hidden_region(source: str) -> str:
+    """The lines between the hidden-test markers of a test cell ('' when there are none)."""
+    lines, inside, region = source.split("\n"), False, []
+    for line in lines:
+        if HIDDEN_BEGIN in line:
+            inside = True
+        elif HIDDEN_END in line:
+            inside = False
+        elif inside:
+            region.append(line)
+    return "\n".join(region)
+
+
+def names_only_hidden_tests_bind(source: str) -> List[str]:
+    """Names bound by the hidden part of a test cell and not by its visible part."""
+    region = hidden_region(source)
+    if not region:
+        return []
+    visible = source.replace(region, "")
+    return sorted(set(names_bound(region)) - set(names_bound(visible)))
+
+
+def is_trusted_cell(cell) -> bool:
+    """A locked instructor cell that is neither a test nor an answer: nbgrader restores its source."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.get("cell_type") == "code" and bool(meta.get("locked")) and not meta.get("grade") and not meta.get("solution")
+
+
+def cell_annotations(nb) -> Dict[str, Dict[str, List[str]]]:
+    """What the executor must know per cell, by cell index (as a string, for JSON).
+
+    Test cells: ``reads`` (names the test uses), ``binds`` (names it binds itself) and
+    ``hidden_only`` (names only its hidden part binds). Trusted instructor cells: ``binds``.
+    """
+    annotations = {}
+    for index, cell in enumerate(nb.cells):
+        if is_graded_test_cell(cell):
+            annotations[str(index)] = {"reads": names_read(cell.source), "binds": names_bound(cell.source),
+                                       "hidden_only": names_only_hidden_tests_bind(cell.source)}
+        elif is_trusted_cell(cell):
+            annotations[str(index)] = {"binds": names_bound(cell.source)}
+    return annotations
+
+
+def _memory_of(processes, exact: bool) -> int:
+    """Memory used by ``processes``: resident sizes, or (``exact``) their proportional set sizes."""
+    total = 0
+    for process in processes:
+        try:
+            if exact:
+                info = process.memory_full_info()
+                total += getattr(info, "pss", None) or info.uss
+            else:
+                total += process.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def error_output(ename: str, evalue: str) -> NotebookNode:
+    """An error output as a kernel would send it."""
+    return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+
+class SandboxKernelManager(AsyncKernelManager):
+    """A kernel manager whose kernel command is prefixed by the sandbox's launcher."""
+
+    launcher: List[str] = []
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        """The usual kernel command, started through :attr:`launcher` (limits, user, namespaces)."""
+        return list(self.launcher) + super().format_kernel_cmd(extra_arguments)
+
+
+class GuardedExecute(NotebookClient):
+    """nbgrader's way of executing, plus a notebook time limit, kernel-death handling, guard and output cap."""
+
+    # nbgrader's Execute defaults: errors do not stop the run; a timeout interrupts the kernel
+    # and records this error in the cell.
+    error_on_timeout = DictTrait(default_value={
+        "ename": "CellTimeoutError", "evalue": "",
+        "traceback": ["\x1b[0;31mCellTimeoutError\x1b[0m: No reply from kernel before timeout"],
+    })
+
+    def setup(self, notebook_timeout: float, max_output_bytes: int, memory_bytes: int,
+              annotations: Dict, guard_modules=None, guard_classes=None):
+        """Set the class grader's limits (call before :meth:`run`); ``timeout`` stays the per-cell limit."""
+        self.allow_errors = True
+        self.interrupt_on_timeout = True
+        self.cell_timeout = self.timeout
+        self.annotations = annotations
+        self.notebook_timeout = notebook_timeout
+        self.max_output_bytes = max_output_bytes
+        self.memory_bytes = memory_bytes
+        self.guard_modules = GUARDED_MODULES if guard_modules is None else guard_modules
+        self.guard_classes = GUARDED_CLASSES if guard_classes is None else guard_classes
+        self.events: List[Dict] = []
+        self.stop_reason: Optional[str] = None
+        self.peak_memory = 0
+        self.output_bytes = 0
+        self.watchdog_reason: Optional[str] = None
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self, km: AsyncKernelManager, **start_kwargs) -> NotebookNode:
+        """Execute the notebook (in place) with ``km`` and return it.
+
+        ``start_kwargs`` go to ``start_kernel`` (cwd, env, stdout, ...). The kernel is killed at the end.
+        """
+        self.km = km
+        self.reset_execution_trackers()
+        self.started = time.monotonic()
+        self.deadline = self.started + self.notebook_timeout
+        run_sync(self._run)(cleanup_kc=True, **start_kwargs)
+        return self.nb
+
+    def on_cell_executed(self, **kwargs):
+        """Record the reply's error in the cell when no error output says it (nbgrader does the same)."""
+        cell, reply = kwargs["cell"], kwargs["execute_reply"]
+        if reply["content"]["status"] != "error":
+            return
+        if any(o.output_type == "error" and o.ename == reply["content"]["ename"] for o in cell.outputs):
+            return
+        output = NotebookNode(output_type="error", ename=reply["content"]["ename"],
+                              evalue=reply["content"]["evalue"], traceback=reply["content"]["traceback"])
+        if not output.traceback:
+            output.traceback = ["ERROR: An error occurred while showtraceback was disabled"]
+        cell.outputs.append(output)
+
+    async def _run(self, **start_kwargs):
+        async with self.async_setup_kernel(**start_kwargs):
+            reply = await self._reply(await ensure_async(self.kc.kernel_info()), self.startup_timeout)
+            if reply is not None:
+                self.nb.metadata["language_info"] = reply["content"].get("language_info", {})
+            watchdog = asyncio.ensure_future(self._watchdog())
+            try:
+                await self._run_cells()
+            finally:
+                watchdog.cancel()
+
+    async def _run_cells(self):
+        answer = await self._guard("install", [self.guard_modules, self.guard_classes], timeout=self.cell_timeout)
+        if answer is None:
+            self._stop("the grader could not start its integrity guard in the kernel")
+        for index, cell in enumerate(self.nb.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            if self.stop_reason:
+                self._mark_not_run(cell)
+                continue
+            await self._run_cell(cell, index)
+
+    async def _run_cell(self, cell, index):
+        graded = is_graded_test_cell(cell)
+        info = self.annotations.get(str(index), {})
+        label = cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {index}")
+        if graded:
+            answer = await self._guard("enter", [info.get("reads", []), info.get("binds", [])])
+            if answer is None:
+                self._stop(f"the kernel did not run the grader's integrity check before {label}: it was tampered with")
+                self._mark_not_run(cell)
+                return
+            if answer["restored"]:
+                self._event("tampering-undone", label, answer["restored"])
+            if answer["shadowed"]:
+                self._event("names-set-aside", label, answer["shadowed"])
+        elif is_trusted_cell(cell):
+            answer = await self._guard("before_trusted", [])
+            if answer and answer["restored"]:
+                self._event("tampering-undone", label, answer["restored"])
+        remaining = self.deadline - time.monotonic()
+        if remaining < 1:
+            self._stop(f"the notebook ran past its time limit of {self.notebook_timeout:g} s")
+            self._mark_not_run(cell)
+            return
+        self.timeout = max(1, int(min(self.cell_timeout, remaining)))
+        try:
+            await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1, store_history=True)
+        except DeadKernelError:
+            reason = self._death_reason()
+            cell.outputs.append(error_output("KernelDied", reason))
+            self._event("kernel-died", label, [reason])
+            self._stop(f"{reason} (in {label})")
+            return
+        except CellTimeoutError as error:  # no IOPub output after the reply: treat like a timeout
+            cell.outputs.append(error_output("CellTimeoutError", str(error).splitlines()[0]))
+        if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs if o.output_type == "error"):
+            self._event("timeout", label, [f"ran past the cell time limit of {self.timeout} s and was interrupted"])
+            if await self._guard("ping", [], timeout=10) is None:
+                await self._kill_kernel()
+                self._stop(f"{label} ran past its time limit and ignored the interrupt; the kernel was stopped")
+                return
+        if graded:
+            await self._after_test(cell, label, info.get("hidden_only", []))
+        elif is_trusted_cell(cell):
+            await self._guard("record_trusted", [info.get("binds", [])])
+
+    async def _after_test(self, cell, label, hidden_only):
+        answer = await self._guard("leave", [hidden_only])
+        if answer is None:
+            cell.outputs.append(error_output(INTEGRITY_ERROR, "the kernel stopped answering the grader's integrity check"))
+            self._stop(f"the kernel did not run the grader's integrity check after {label}: it was tampered with")
+        elif answer["changed"]:
+            cell.outputs.append(error_output(
+                INTEGRITY_ERROR, "changed while this test ran, so it cannot count: " + "; ".join(answer["changed"])))
+            self._event("changed-during-test", label, answer["changed"])
+        # nbgrader reads the first error or execute_result: a result published by student code
+        # before the error must not turn a failed test into partial credit.
+        if any(o.output_type == "error" for o in cell.outputs):
+            forged = [o for o in cell.outputs if o.output_type == "execute_result"]
+            if forged:
+                cell.outputs = [o for o in cell.outputs if o.output_type != "execute_result"]
+                self._event("result-removed", label, ["an execute_result published inside a failing test was removed"])
+
+    # -- the guard ------------------------------------------------------------------------
+
+    async def _guard_request(self, function, args):
+        self._nonce = secrets.token_hex(16)
+        expression = f"__import__('dlmed.guard').guard.{function}({self._nonce!r}, *{args!r})"
+        return await ensure_async(self.kc.execute(
+            "", silent=True, store_history=False, user_expressions={"answer": expression}, allow_stdin=False))
+
+    async def _guard(self, function, args, timeout=30) -> Optional[Dict]:
+        """Call ``dlmed.guard.<function>`` in the kernel; None when the answer is missing or forged."""
+        reply = await self._reply(await self._guard_request(function, args), timeout)
+        if reply is None:
+            return None
+        result = reply["content"].get("user_expressions", {}).get("answer", {})
+        try:
+            answer = json.loads(ast.literal_eval(result["data"]["text/plain"]))
+        except (KeyError, TypeError, ValueError, SyntaxError):
+            return None
+        return answer if isinstance(answer, dict) and answer.get("nonce") == self._nonce else None
+
+    async def _reply(self, msg_id, timeout) -> Optional[Dict]:
+        """The shell reply to ``msg_id`` within ``timeout`` seconds, or None (also when the kernel died)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=min(1.0, deadline - time.monotonic())))
+            except Exception:  # queue.Empty: nothing yet
+                if not await ensure_async(self.kc.is_alive()):
+                    return None
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+        return None
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def output(self, outs, msg, display_id, cell_index):
+        """Keep outputs until the notebook's output budget is spent, then note the truncation once."""
+        content = msg.get("content", {})
+        size = len(str(content.get("text", ""))) + sum(len(str(v)) for v in content.get("data", {}).values())
+        self.output_bytes += size
+        if self.output_bytes > self.max_output_bytes:
+            if not getattr(self, "_truncated", False):
+                self._truncated = True
+                self._event("output-truncated", f"cell {cell_index}",
+                            [f"outputs beyond {self.max_output_bytes} bytes were dropped"])
+                outs.append(NotebookNode(output_type="stream", name="stdout",
+                                         text=f"\n[the grader dropped further output: over {self.max_output_bytes} bytes]\n"))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+    def _kernel_process(self) -> Optional[psutil.Process]:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if process is None:
+            return None
+        try:
+            return psutil.Process(process.pid)
+        except psutil.Error:
+            return None
+
+    async def _watchdog(self):
+        """Kill the kernel when it and its children together use more than the memory limit.
+
+        Resident sizes are summed cheaply; forked children share their parent's pages, so
+        only when that sum passes the limit is the exact figure (proportional set sizes,
+        where the platform has them) taken, at most every two seconds.
+        """
+        last_exact = 0.0
+        while True:
+            await asyncio.sleep(0.2)
+            kernel = self._kernel_process()
+            if kernel is None:
+                continue
+            try:
+                processes = [kernel] + kernel.children(recursive=True)
+            except psutil.Error:
+                continue
+            total = _memory_of(processes, exact=False)
+            if total > self.memory_bytes and time.monotonic() - last_exact > 2:
+                last_exact = time.monotonic()
+                total = _memory_of(processes, exact=True)
+                if total > self.memory_bytes:
+                    self.watchdog_reason = (f"the kernel and its processes used more than the memory limit of "
+                                            f"{self.memory_bytes / 2**30:.1f} GiB and were killed")
+                    await self._kill_kernel()
+            if total <= self.memory_bytes:
+                self.peak_memory = max(self.peak_memory, total)
+
+    async def _kill_kernel(self):
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if process is None:
+            return
+        try:  # the kernel leads its own process group: this also ends what it forked
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        try:
+            process.kill()
+        except OSError:
+            pass
+
+    def _death_reason(self) -> str:
+        if self.watchdog_reason:
+            return self.watchdog_reason
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        code = process.poll() if process is not None else None
+        if code is None:
+            return "the kernel stopped responding"
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+            meaning = {"SIGSEGV": "a crash (segmentation fault)", "SIGKILL": "it was killed (out of memory?)",
+                       "SIGABRT": "a crash (abort)", "SIGXCPU": "the CPU time limit", "SIGBUS": "a crash (bus error)"}
+            return f"the kernel died: {meaning.get(name, 'signal ' + name)}"
+        return f"the kernel exited with status {code} (os._exit or a crash in the student's code)"
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _event(self, kind: str, where: str, details: List[str]):
+        self.events.append({"kind": kind, "where": where, "details": list(details)})
+
+    def _stop(self, reason: str):
+        if not self.stop_reason:
+            self.stop_reason = reason
+            self._event("stopped", "notebook", [reason])
+
+    def _mark_not_run(self, cell):
+        cell.outputs = [error_output(GRADER_ERROR, f"not run: {self.stop_reason}")]
+        cell.execution_count = None

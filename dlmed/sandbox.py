@@ -1,0 +1,498 @@
+"""Run one student's notebook in a sandbox: its own processes, limits, no network, no course files.
+
+The class grader (:mod:`dlmed.classgrade`) calls :func:`run_notebook` once per submission.
+That starts a *supervisor* (``python -m dlmed.sandbox``) which prepares the sandbox, starts
+the student's kernel through a small *launcher* (``python -m dlmed.sandbox --launch``) and
+executes the notebook with :class:`dlmed.executor.GuardedExecute`; the executed notebook
+comes back on the supervisor's standard output, which the kernel cannot reach.
+
+Two levels of isolation (:func:`detect_isolation` picks the strongest available):
+
+``namespaces`` (Linux, grader run as root, e.g. a course server or a container)
+    The supervisor enters new mount, network and PID namespaces. It mounts private, empty
+    ``/tmp``, ``/var/tmp`` and ``/dev/shm``; covers the course root, the home folders and
+    any other folder it is told to hide with empty read-only file systems, and puts back,
+    read-only, only what the kernel needs (the Python installation, the ``dlmed`` package,
+    the data folder, the PyTorch weights cache). The data folder is an overlay: writes go to
+    a private layer that disappears with the sandbox. The network namespace has only a
+    loopback interface. The kernel runs as an unprivileged user of its own (uid
+    ``61000 + slot``), as PID 1 of its PID namespace with its own ``/proc``, so it sees no
+    other process and everything it starts dies with it.
+``basic`` (macOS, or Linux without root)
+    The kernel runs in its own session in a private temporary working folder, with a scrubbed
+    environment and the resource limits below. The file system and the network are *not*
+    isolated: grade untrusted code on Linux as root (or in a container) for that.
+
+Limits, at both levels: wall time per cell and per notebook, memory (``RLIMIT_DATA`` per
+process plus a watchdog over the kernel and its children, which also works on macOS where
+the rlimit is not enforced), number of processes (``RLIMIT_NPROC``, for the kernel's own
+user), size of any file written (``RLIMIT_FSIZE``), no core dumps, and a cap on the output
+kept from the notebook.
+"""
+
+import ctypes
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+#: First uid of the kernels' unprivileged users (one per parallel slot) in ``namespaces`` mode.
+SANDBOX_UID_BASE = 61000
+
+# Linux constants (sched.h, mount.h, prctl.h, if.h, sockios.h).
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
+
+
+@dataclasses.dataclass
+class Limits:
+    """What one submission may use. Sizes in bytes, times in seconds."""
+
+    cell_timeout: int = 300
+    notebook_timeout: int = 900
+    memory_bytes: int = 4 * 2**30
+    max_processes: int = 256
+    max_file_bytes: int = 256 * 2**20
+    max_output_bytes: int = 20 * 2**20
+    tmp_bytes: int = 1 * 2**30
+
+    def describe(self) -> str:
+        """One line for logs and reports."""
+        return (f"{self.cell_timeout} s per cell, {self.notebook_timeout} s per notebook, "
+                f"{self.memory_bytes / 2**30:g} GiB memory, {self.max_processes} processes, "
+                f"files up to {self.max_file_bytes / 2**20:g} MiB")
+
+
+@dataclasses.dataclass
+class SandboxResult:
+    """What came back from one sandboxed run."""
+
+    notebook: Optional[dict]
+    events: List[dict]
+    stop_reason: Optional[str]
+    seconds: float
+    peak_memory: int
+    isolation: str
+    error: Optional[str] = None  # the sandbox itself failed (not the student's code)
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not be set up as asked."""
+
+
+# --- Linux system calls ------------------------------------------------------------------
+
+_libc = None
+
+
+def _libc_call(name, *args):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    result = getattr(_libc, name)(*args)
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{name}{args}: {os.strerror(error)}")
+
+
+def _mount(source, target, fstype=None, flags=0, data=None):
+    encode = lambda value: None if value is None else str(value).encode()  # noqa: E731
+    _libc_call("mount", encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data))
+
+
+def _prctl(option, value):
+    _libc_call("prctl", option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+
+
+def _loopback_up():
+    """Bring up ``lo`` in a new network namespace (the kernel talks to the supervisor over it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        import fcntl
+
+        flags = IFF_UP | IFF_LOOPBACK | IFF_RUNNING
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags, b"\0" * 14))
+
+
+def detect_isolation() -> str:
+    """Return ``"namespaces"`` when this machine allows it (Linux, root, namespaces work), else ``"basic"``."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return "basic"
+    probe = subprocess.run([sys.executable, "-m", "dlmed.sandbox", "--probe"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return "namespaces" if probe.returncode == 0 else "basic"
+
+
+def _probe() -> int:
+    """Exit status 0 when namespaces and mounts work here (run in a throw-away process)."""
+    try:
+        _libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
+        _mount(None, "/", flags=MS_REC | MS_PRIVATE)
+        _mount("tmpfs", "/tmp", "tmpfs", 0, "size=1m")
+        _loopback_up()
+    except OSError:
+        return 1
+    return 0
+
+
+# --- paths the kernel needs ----------------------------------------------------------------
+
+
+def python_paths() -> List[str]:
+    """Folders the kernel's Python needs to read: installation, site-packages, the dlmed package."""
+    import dlmed
+
+    candidates = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                  str(Path(sys.executable).resolve().parent.parent), str(Path(dlmed.__file__).resolve().parent)}
+    candidates.update(p for p in sys.path if p and Path(p).is_dir() and "site-packages" in p)
+    return sorted(candidates)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def plan_paths(hide: List[str], keep: List[str]):
+    """Normalise hidden and kept folders: a kept folder must not contain a hidden one (it would show it)."""
+    hide = sorted({os.path.realpath(p) for p in hide if p and os.path.isdir(p)})
+    keep = sorted({os.path.realpath(p) for p in keep if p and os.path.exists(p)})
+    keep = [k for k in keep if not any(_inside(h, k) for h in hide)]
+    return hide, keep
+
+
+# --- the host side -------------------------------------------------------------------------
+
+_running = set()
+_running_lock = threading.Lock()
+
+
+def stop_all():
+    """Kill every sandbox this process has running (the grader was interrupted)."""
+    with _running_lock:
+        for supervisor in list(_running):
+            _kill_group(supervisor.pid)
+
+
+def run_notebook(job: dict, limits: Limits) -> SandboxResult:
+    """Execute one notebook in a fresh sandbox and return what came back.
+
+    ``job`` holds the notebook (JSON), the executor's settings and the sandbox's layout; the
+    class grader builds it. Never raises for the student's code: failures of the sandbox
+    itself come back in ``SandboxResult.error``.
+    """
+    started = time.monotonic()
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "dlmed.sandbox"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=_supervisor_env(), start_new_session=True,
+    )
+    with _running_lock:
+        _running.add(supervisor)
+    try:
+        out, err = supervisor.communicate(json.dumps(job).encode(), timeout=limits.notebook_timeout + 120)
+    except subprocess.TimeoutExpired:
+        _kill_group(supervisor.pid)
+        supervisor.kill()
+        out, err = supervisor.communicate()
+        return SandboxResult(None, [], None, time.monotonic() - started, 0, job["isolation"],
+                             error="the sandbox did not finish in time and was killed")
+    finally:
+        with _running_lock:
+            _running.discard(supervisor)
+    try:
+        answer = json.loads(out.decode())
+    except ValueError:
+        tail = err.decode(errors="replace")[-3000:]
+        return SandboxResult(None, [], None, time.monotonic() - started, 0, job["isolation"],
+                             error=f"the sandbox failed (exit {supervisor.returncode}):\n{tail}")
+    return SandboxResult(**answer)
+
+
+def _supervisor_env() -> Dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _kill_group(pid: int):
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+# --- the supervisor ------------------------------------------------------------------------
+
+
+def _setup_namespaces(job: dict) -> Dict[str, str]:
+    """Enter new mount and network namespaces and build the file system view; return the kernel's folders.
+
+    The PID namespace is the launcher's: a process that has unshared it cannot start threads.
+    """
+    _libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET)
+    _mount(None, "/", flags=MS_REC | MS_PRIVATE)
+    hide, keep = job["hide"], job["keep"]
+    # Handles on what must stay reachable, taken before anything is covered.
+    handles = {path: os.open(path, os.O_PATH) for path in keep + [job["data_dir"]] + _existing(job["copy_from"])}
+    limits = job["limits"]
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={limits['tmp_bytes']}")
+    for private in ("/var/tmp", "/dev/shm"):
+        if os.path.isdir(private):
+            _mount("tmpfs", private, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={limits['tmp_bytes']}")
+    for folder in hide:
+        if not _inside(folder, "/tmp"):
+            _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+    staging = Path("/tmp/.dlmed")
+    staging.mkdir(mode=0o700)
+    work = _prepare_work_folder(job, handles)
+    for path in keep:
+        if _covered(path, hide):
+            _bind(handles[path], path, read_only=True)
+    _mount_data_dir(job, handles, staging)
+    for folder in hide:
+        if not _inside(folder, "/tmp"):
+            _mount(None, folder, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    for handle in handles.values():
+        os.close(handle)
+    _loopback_up()
+    return work
+
+
+def _existing(path):
+    return [path] if path and os.path.isdir(path) else []
+
+
+def _covered(path: str, hide: List[str]) -> bool:
+    return _inside(path, "/tmp") or any(_inside(path, h) for h in hide)
+
+
+def _bind(handle: int, target: str, read_only: bool):
+    source = f"/proc/self/fd/{handle}"
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        Path(target).touch()
+    _mount(source, target, None, MS_BIND | MS_REC)
+    if read_only:
+        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _mount_data_dir(job, handles, staging: Path):
+    """Mount the data folder as an overlay: the kernel reads it and writes to a private layer.
+
+    For a trusted run (the instructor's solution, which makes the grading stand-ins) the
+    private layer is copied into the real folder afterwards (:func:`_commit_data`).
+    """
+    data_dir, handle = job["data_dir"], handles[job["data_dir"]]
+    lower = staging / "data-lower"
+    upper, workdir = staging / "data-upper", staging / "data-work"
+    for folder in (lower, upper, workdir):
+        folder.mkdir()
+    _mount(f"/proc/self/fd/{handle}", lower, None, MS_BIND | MS_REC)
+    os.makedirs(data_dir, exist_ok=True)
+    uid = job["uid"]
+    os.chown(upper, uid, uid)
+    try:
+        _mount("overlay", data_dir, "overlay", MS_NOSUID | MS_NODEV,
+               f"lowerdir={lower},upperdir={upper},workdir={workdir}")
+    except OSError:  # no overlay support here: the data stays readable, writes fail
+        _bind(handle, data_dir, read_only=True)
+
+
+def _commit_data(staging: Path):
+    """Copy what a trusted run wrote to the data folder's private layer into the real folder."""
+    from dlmed.data import usual_permissions  # imports torch: only for this one trusted run
+
+    upper, lower = staging / "data-upper", staging / "data-lower"
+    if not upper.is_dir():
+        return
+    for folder, subfolders, files in os.walk(upper):
+        target = lower / Path(folder).relative_to(upper)
+        target.mkdir(exist_ok=True)
+        usual_permissions(target)
+        for name in files:
+            source = Path(folder) / name
+            if source.is_symlink():
+                (target / name).unlink(missing_ok=True)
+                os.symlink(os.readlink(source), target / name)
+            elif source.is_file():  # not an overlay whiteout (a character device)
+                shutil.copyfile(source, target / name)
+                usual_permissions(target / name)
+
+
+def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
+    """Create the kernel's working folder, home and config folders; copy the submission's files in."""
+    if job["isolation"] == "namespaces":
+        base = Path("/tmp")
+    else:
+        base = Path(tempfile.mkdtemp(prefix="dlmed-sandbox-"))
+    folders = {name: base / name for name in ("work", "home", "mplconfig", "ipython")}
+    for folder in folders.values():
+        folder.mkdir(mode=0o700)
+    source = job["copy_from"]
+    if source and os.path.isdir(source):
+        origin = f"/proc/self/fd/{handles[source]}" if source in handles else source
+        shutil.copytree(origin, folders["work"], dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.ipynb", "timestamp.txt"))
+    if job.get("font_cache") and os.path.isfile(job["font_cache"]):
+        shutil.copy(job["font_cache"], folders["mplconfig"])
+    if job["isolation"] == "namespaces":
+        uid = job["uid"]
+        for folder in folders.values():
+            for path in [folder, *folder.rglob("*")]:
+                os.lchown(path, uid, uid)
+    return {name: str(path) for name, path in folders.items()} | {"base": str(base)}
+
+
+def _kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
+    env = dict(job["env"])
+    env.update({
+        "HOME": folders["home"], "TMPDIR": folders["base"] if job["isolation"] == "basic" else "/tmp",
+        "MPLCONFIGDIR": folders["mplconfig"], "IPYTHONDIR": folders["ipython"],
+        "DLMED_DATA": job["data_dir"], "PYTHONDONTWRITEBYTECODE": "1",
+    })
+    return env
+
+
+def supervise(job: dict) -> dict:
+    """Run the job (see :func:`run_notebook`) and return the answer for the host."""
+    from nbformat import from_dict
+
+    from dlmed.executor import GuardedExecute, SandboxKernelManager
+
+    started = time.monotonic()
+    if sys.platform.startswith("linux"):
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the grader
+    isolation = job["isolation"]
+    if isolation == "namespaces":
+        folders = _setup_namespaces(job)
+        # Traversable but not listable by the kernel's user, which must read its connection file.
+        os.mkdir("/tmp/.dlmed-runtime", mode=0o711)
+        os.environ["JUPYTER_RUNTIME_DIR"] = "/tmp/.dlmed-runtime"
+        os.environ["HOME"] = "/tmp/.dlmed"  # the real home is covered and read-only
+    else:
+        folders = _prepare_work_folder(job, {})
+        os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(folders["base"], "runtime")
+    limits = job["limits"]
+    km = SandboxKernelManager(kernel_name="python3")
+    km.launcher = [sys.executable, "-m", "dlmed.sandbox", "--launch",
+                   json.dumps({"isolation": isolation, "uid": job["uid"], "limits": limits}), "--"]
+    notebook = from_dict(job["notebook"])
+    executor = GuardedExecute(notebook, timeout=limits["cell_timeout"], startup_timeout=120,
+                              shutdown_kernel="immediate", **job.get("execute", {}))
+    executor.setup(limits["notebook_timeout"], limits["max_output_bytes"], limits["memory_bytes"],
+                   annotations=job.get("annotations", {}), guard_modules=job.get("guard_modules"))
+    error = None
+    # The kernel's own stderr (not the cells'): start-up failures show there.
+    kernel_log_path = Path(folders["base"]) / ("kernel-stderr.log" if isolation == "basic" else ".dlmed/kernel-stderr.log")
+    try:
+        with open(kernel_log_path, "wb") as kernel_log:
+            executor.run(km, cwd=folders["work"], env=_kernel_env(job, folders),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=kernel_log)
+    except Exception as failure:  # the kernel could not start, or nbclient gave up: report, do not crash
+        tail = kernel_log_path.read_bytes()[-2000:].decode(errors="replace") if kernel_log_path.exists() else ""
+        error = f"{type(failure).__name__}: {failure}" + (f"\nkernel stderr:\n{tail}" if tail.strip() else "")
+    finally:
+        if isolation == "basic":
+            shutil.rmtree(folders["base"], ignore_errors=True)
+        elif job["data_writable"]:
+            _commit_data(Path("/tmp/.dlmed"))
+    return {
+        "notebook": notebook if error is None else None,
+        "events": executor.events, "stop_reason": executor.stop_reason,
+        "seconds": time.monotonic() - started, "peak_memory": executor.peak_memory,
+        "isolation": isolation, "error": error,
+    }
+
+
+# --- the kernel launcher -------------------------------------------------------------------
+
+
+def launch(settings: dict, command: List[str]):
+    """Apply limits (and, with namespaces, a PID namespace, a private /proc and an unprivileged user), then exec the kernel.
+
+    With namespaces the launcher stays as the kernel's parent: the kernel is PID 1 of a new
+    PID namespace, so everything it starts dies with it; the launcher waits for it and exits
+    the same way (the supervisor reads why a kernel died from that).
+    """
+    limits = settings["limits"]
+    if settings["isolation"] == "namespaces":
+        _libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
+        child = os.fork()
+        if child:
+            _wait_and_mirror(child)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _mount(None, "/", flags=MS_REC | MS_PRIVATE)
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        uid = settings["uid"]
+        connection_file = command[command.index("-f") + 1]
+        os.chown(connection_file, uid, uid)
+        resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"],) * 2)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if settings["isolation"] != "namespaces" and os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
+        # Counts all of this user's processes: allow what runs already plus the limit.
+        running = sum(1 for _ in Path("/proc").glob("[0-9]*")) if os.path.isdir("/proc") else 512
+        resource.setrlimit(resource.RLIMIT_NPROC, (running + limits["max_processes"],) * 2)
+    resource.setrlimit(resource.RLIMIT_DATA, (limits["memory_bytes"],) * 2)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limits["max_file_bytes"],) * 2)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    os.execvpe(command[0], command, os.environ)
+
+
+def _wait_and_mirror(child: int):
+    """In the launcher: wait for the kernel, then end as it ended (exit status or signal)."""
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)  # interrupts are for the kernel, in the same group
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``python -m dlmed.sandbox`` (supervisor, ``--launch`` or ``--probe``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--probe"]:
+        return _probe()
+    if argv[:1] == ["--launch"]:
+        launch(json.loads(argv[1]), argv[3:])
+        return 1  # exec failed
+    # nbformat -> jsonschema imports this optional format checker, which compiles a grammar
+    # (0.8 s, once per student); the supervisor never validates URIs.
+    sys.modules.setdefault("rfc3987_syntax", None)
+    job = json.load(sys.stdin)
+    answer = supervise(job)
+    sys.stdout.write(json.dumps(answer))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Hostile and broken submissions of Lab 1, each with the outcome the class grader must give it.
+
+Every case starts from a correct submission (``lab1.ALTERNATIVE``) and breaks it one way:
+runaway code (endless loops, memory and fork bombs, exits, a crash, huge output, a notebook
+that runs too long), cheating (fake output, forged results, patched libraries and test
+helpers, a shadowed builtin, an input transformer, a trace function, edited, deleted,
+duplicated and renamed test cells, changed points, a faked set-up cell), broken files
+(corrupt JSON, wrong file name, wrong kernel) and attacks on the grader (writing outside the
+submission, reading the course's files and the gradebook, the network, digging hidden tests
+out of the kernel's history). ``tests/test_class_grading.py`` grades them together with
+honest submissions and checks each outcome: zero, or exactly the points its honest cells
+earn, and never an effect on another student.
+
+The limits these expectations assume are :data:`LIMITS` (``dlmed grade`` options).
+"""
+
+import copy
+import dataclasses
+from typing import Callable, Dict, Tuple
+
+import nbformat
+
+from tests.submissions.lab1 import ALTERNATIVE, FULL_MARKS, Submission, build_notebook, with_answers
+
+#: ``dlmed grade`` options the corpus is graded with: short, so that CI stays quick.
+LIMITS = ["--cell-timeout", "20", "--notebook-timeout", "60", "--memory", "2", "--max-processes", "128",
+          "--max-file-size", "64"]
+
+TEST = {number: name for number, name in enumerate(FULL_MARKS, start=1)}  # 1 -> test_ex1_...
+LAB_NOTEBOOK = "lab1_mednist_from_scratch.ipynb"
+
+
+@dataclasses.dataclass
+class Case:
+    """One hostile submission and the outcome it must get."""
+
+    description: str
+    build: Callable  # (release notebook path, context) -> notebook or raw text
+    zero: Tuple[int, ...] = ()  # test numbers (1-10) that must score 0; the others full marks
+    either: Tuple[int, ...] = ()  # tests whose score depends on timing: 0 or full
+    status: str = "graded"
+    file_name: str = LAB_NOTEBOOK
+    notes: Tuple[str, ...] = ()  # phrases expected in the grader's notes
+    events: Tuple[str, ...] = ()  # event kinds expected
+    reason: str = ""  # phrase expected in the stop or not-gradable reason
+
+    def expected_scores(self) -> Dict[str, float]:
+        """{test grade_id: points} this case must get (tests in ``either`` are left out)."""
+        if self.status == "not gradable":
+            return {name: 0.0 for name in FULL_MARKS}
+        return {name: (0.0 if number in self.zero else float(FULL_MARKS[name]))
+                for number, name in TEST.items() if number not in self.either}
+
+
+def answers(**changes):
+    """A build function: the correct submission with some answer cells replaced."""
+    def build(release, context):
+        return build_notebook(release, Submission("", with_answers(ALTERNATIVE, **changes)))
+    return build
+
+
+def edited(edit, **changes):
+    """A build function: ``answers(**changes)``, then ``edit(notebook, context)`` changes the notebook."""
+    def build(release, context):
+        notebook = answers(**changes)(release, context)
+        edit(notebook, context)
+        return notebook
+    return build
+
+
+def _cell(notebook, grade_id):
+    return next(i for i, c in enumerate(notebook.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def _then(answer_id, code):
+    """The correct answer of ``answer_id`` followed by ``code``."""
+    return ALTERNATIVE[answer_id] + "\n" + code
+
+
+WRONG = {
+    "ex1_split_dataset": '''
+def split_dataset(dataset, test_fraction, seed):
+    order = torch.randperm(len(dataset)).tolist()  # ignores the seed
+    num_test = round(test_fraction * len(dataset))
+    return Subset(dataset, order[num_test:]), Subset(dataset, order[:num_test])
+''',
+    "ex3_sgd_update": '''
+def sgd_update(parameters, lr):
+    with torch.no_grad():
+        for p in parameters:
+            if p.grad is not None:
+                p -= 2 * lr * p.grad  # twice too far
+                p.grad = None
+''',
+    "ex5_predict": ALTERNATIVE["ex5_predict"].replace("dim=-1", "dim=0"),
+    "ex6_accuracy": '''
+def accuracy(probabilities, labels):
+    return 0.5
+''',
+    "ex7_confusion_matrix": ALTERNATIVE["ex7_confusion_matrix"].replace("matrix[t, p]", "matrix[p, t]"),
+    "ex9_small_cnn": '''
+class SmallCNN(nn.Module):
+    def __init__(self, in_channels=1, num_classes=6, image_size=64):
+        super().__init__()
+        self.fc = nn.Linear(in_channels, num_classes)  # no convolution at all
+
+    def forward(self, images):
+        return self.fc(images.mean(dim=(2, 3)))
+''',
+    "ex10_count_parameters": '''
+def count_parameters(model, trainable_only=True):
+    return sum(p.numel() for p in model.parameters())  # counts frozen ones too
+''',
+}
+
+
+def _edit_test_source(notebook, context):
+    notebook.cells[_cell(notebook, TEST[6])].source = "pass  # the test is gone"
+
+
+def _delete_test(notebook, context):
+    del notebook.cells[_cell(notebook, TEST[6])]
+
+
+def _duplicate_test(notebook, context):
+    index = _cell(notebook, TEST[6])
+    notebook.cells.insert(index + 1, copy.deepcopy(notebook.cells[index]))
+
+
+def _rename_test(notebook, context):
+    notebook.cells[_cell(notebook, TEST[6])].metadata["nbgrader"]["grade_id"] = "test_ex6_my_own"
+
+
+def _change_points(notebook, context):
+    meta = notebook.cells[_cell(notebook, TEST[1])].metadata["nbgrader"]
+    meta["points"] = 100
+    meta["locked"] = False
+
+
+_FAKE_HELPERS = '''
+def check_close(*args, **kwargs): pass
+def check_equal(*args, **kwargs): pass
+def check_true(*args, **kwargs): pass
+def check_type(*args, **kwargs): pass
+def check_shape(*args, **kwargs): pass
+def check_dtype(*args, **kwargs): pass
+'''
+
+
+def _fake_setup(notebook, context):
+    setup = notebook.cells[_cell(notebook, "setup")]
+    setup.source += "\n" + _FAKE_HELPERS
+
+
+def _delete_setup(notebook, context):
+    index = _cell(notebook, "setup")
+    source = notebook.cells[index].source
+    del notebook.cells[index]
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(source + "\n" + _FAKE_HELPERS))
+
+
+def _wrong_kernel(notebook, context):
+    notebook.metadata["kernelspec"] = {"name": "ir", "display_name": "R", "language": "R"}
+
+
+def _corrupt(release, context):
+    text = nbformat.writes(answers()(release, context))
+    return text[: len(text) // 2]
+
+
+def _add_cell_after(grade_id, code):
+    def edit(notebook, context):
+        notebook.cells.insert(_cell(notebook, grade_id) + 1, nbformat.v4.new_code_cell(code.format(**context)))
+    return edit
+
+
+_WRITE_OUTSIDE = '''
+import os
+for target in [{course_root!r} + "/source/lab1/pwned.txt", {course_root!r} + "/../escaped-from-sandbox.txt",
+               {course_root!r} + "/gradebook.db", "/tmp/escaped-from-sandbox-{token}.txt",
+               os.path.expanduser("~") + "/../../escaped-home-{token}.txt", "/etc/escaped-{token}.txt"]:
+    try:
+        with open(target, "a") as handle:
+            handle.write("written by a student")
+        print("WROTE", target)
+    except OSError as error:
+        print("BLOCKED", target, type(error).__name__)
+'''
+
+_READ_SECRETS = '''
+import glob, os
+found = glob.glob({course_root!r} + "/source/*/*.ipynb") + glob.glob({course_root!r} + "/submitted/*/*/*.ipynb")
+found += [p for p in [{course_root!r} + "/gradebook.db"] if os.path.exists(p)]
+for path in found:
+    try:
+        print("READ", path, open(path, errors="replace").read()[:100000])
+    except OSError as error:
+        print("BLOCKED", path, type(error).__name__)
+print("FOUND", len(found), "course files")
+'''
+
+_NETWORK = '''
+import socket
+for host, port in [("127.0.0.1", {port}), ("pypi.org", 443), ("1.1.1.1", 53)]:
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        print("CONNECTED?", host, port)
+    except OSError as error:
+        print("BLOCKED", host, port, type(error).__name__)
+'''
+
+_EXFILTRATE = '''
+import inspect, linecache, sys
+print("HISTORY", "\\n".join(In))
+print("CACHE", "\\n".join("".join(entry[2]) for entry in list(linecache.cache.values()) if len(entry) >= 3 and entry[2]))
+for name in ("_values", "first_train", "other_test"):
+    if name in globals():
+        print("FOUND", name, globals()[name])
+        try:
+            print("SOURCE", inspect.getsource(globals()[name]))
+        except (TypeError, OSError) as error:
+            print("NO SOURCE", error)
+print("LAST", sys.last_value if hasattr(sys, "last_value") else None)
+'''
+
+_TRACE_SKIP = '''
+import linecache, sys
+
+def _skip_checks(frame, event, arg):
+    if event == "line" and linecache.getline(frame.f_code.co_filename, frame.f_lineno).lstrip().startswith("check_"):
+        try:
+            frame.f_lineno = frame.f_lineno + 1  # jump over the check
+        except ValueError:
+            pass
+    return _skip_checks
+
+sys.settrace(_skip_checks)
+'''
+
+_PATCH_DURING_TEST = '''
+import sys
+
+def accuracy(probabilities, labels):
+    sys._getframe(1).f_globals["check_close"] = lambda *args, **kwargs: None  # disarm the test that calls me
+    return 0.5
+'''
+
+_FORGED_RESULT = '''
+def accuracy(probabilities, labels):
+    get_ipython().displayhook(1.0)  # an execute_result inside the test: nbgrader would read it as partial credit
+    return 0.5
+'''
+
+_PROCESS_MEMORY_BOMB = '''
+import os, time
+for _ in range(4):
+    if os.fork() == 0:
+        hog = bytearray(600 * 2**20)  # each child stays under the per-process limit
+        for i in range(0, len(hog), 4096):
+            hog[i] = 1  # really use the memory
+        time.sleep(600)
+time.sleep(30)
+'''
+
+CASES: Dict[str, Case] = {
+    # --- runaway code -------------------------------------------------------------------------
+    "infinite_loop": Case(
+        "an endless loop after the answer: the cell is interrupted, the rest is graded",
+        answers(ex8_conv_output_size=_then("ex8_conv_output_size", "while True:\n    pass")),
+        events=("timeout",)),
+    "uninterruptible_loop": Case(
+        "an endless loop that swallows KeyboardInterrupt: the kernel is stopped, later tests score 0",
+        answers(ex8_conv_output_size="import time\nwhile True:\n    try:\n        time.sleep(0.5)\n"
+                                     "    except KeyboardInterrupt:\n        pass"),
+        zero=(8, 9, 10), events=("timeout", "stopped"), reason="ignored the interrupt"),
+    "memory_bomb": Case(
+        "allocates 64 GiB: MemoryError in that cell only",
+        answers(ex8_conv_output_size=_then("ex8_conv_output_size", "hog = bytearray(64 * 2**30)"))),
+    "memory_bomb_processes": Case(
+        "four forked children use 600 MiB each: the watchdog kills the kernel, later tests score 0",
+        answers(ex8_conv_output_size=_PROCESS_MEMORY_BOMB),
+        zero=(8, 9, 10), events=("kernel-died",), reason="memory limit"),
+    "fork_bomb": Case(
+        "forks until the process limit stops it: that cell fails, the rest is graded",
+        answers(ex8_conv_output_size=_then("ex8_conv_output_size",
+                                           "import os, time\nwhile True:\n    if os.fork() == 0:\n        time.sleep(600)"))),
+    "sys_exit": Case(
+        "sys.exit() before the answer's def: that exercise scores 0",
+        answers(ex8_conv_output_size="import sys\nsys.exit('bye')\n" + ALTERNATIVE["ex8_conv_output_size"]),
+        zero=(8,)),
+    "os_exit": Case(
+        "os._exit() kills the kernel: later tests score 0",
+        answers(ex8_conv_output_size="import os\nos._exit(3)"),
+        zero=(8, 9, 10), events=("kernel-died",), reason="status 3"),
+    "kernel_crash": Case(
+        "a segmentation fault: later tests score 0",
+        answers(ex8_conv_output_size="import ctypes\nctypes.string_at(0)"),
+        zero=(8, 9, 10), events=("kernel-died",), reason="segmentation fault"),
+    "huge_output": Case(
+        "prints 30 MB: output beyond the cap is dropped, grades unaffected",
+        answers(ex8_conv_output_size=_then("ex8_conv_output_size", "for _ in range(30):\n    print('x' * 2**20)")),
+        events=("output-truncated",)),
+    "slow_notebook": Case(
+        "every answer sleeps 19 s (under the cell limit): the notebook limit stops the run",
+        answers(**{name: _then(name, "import time\ntime.sleep(19)") for name in
+                   ("ex1_split_dataset", "ex2_fully_connected_net", "ex3_sgd_update", "ex4_train_model")}),
+        zero=(4, 5, 6, 7, 8, 9, 10), either=(2, 3), events=("stopped",), reason="time limit"),
+    # --- cheating ------------------------------------------------------------------------------
+    "fake_output": Case(
+        "prints 'all tests passed' and a fake score: no effect",
+        answers(ex6_accuracy=WRONG["ex6_accuracy"] + "\nprint('All tests passed! 19/19')\n"
+                "from IPython.display import display\ndisplay({'text/plain': '19/19 points'}, raw=True)"),
+        zero=(6,)),
+    "forged_result": Case(
+        "publishes an execute_result inside the failing test (partial credit for nbgrader)",
+        answers(ex6_accuracy=_FORGED_RESULT), zero=(6,), events=("result-removed",)),
+    "patched_library": Case(
+        "torch.allclose replaced by a function that always agrees",
+        answers(ex3_sgd_update=WRONG["ex3_sgd_update"] + "\ntorch.allclose = lambda *args, **kwargs: True"),
+        zero=(3,), events=("tampering-undone",)),
+    "patched_helpers": Case(
+        "the test helpers rebound and patched in dlmed.checks",
+        answers(ex7_confusion_matrix=WRONG["ex7_confusion_matrix"] + "\n" + _FAKE_HELPERS
+                + "\nimport dlmed.checks\ndlmed.checks.check_equal = check_equal",
+                ex10_count_parameters=WRONG["ex10_count_parameters"]),
+        zero=(7, 10), events=("names-set-aside", "tampering-undone")),
+    "patched_during_test": Case(
+        "the answer disarms the test's helper while the test calls it",
+        answers(ex6_accuracy=_PATCH_DURING_TEST), zero=(6,), events=("changed-during-test",)),
+    "shadowed_builtin": Case(
+        "isinstance redefined to always say yes, for a network without convolutions",
+        answers(ex9_small_cnn=WRONG["ex9_small_cnn"] + "\ndef isinstance(obj, cls):\n    return True"),
+        zero=(9,), events=("names-set-aside",)),
+    "input_transformer": Case(
+        "an IPython input transformer that blanks every later cell",
+        answers(ex1_split_dataset=WRONG["ex1_split_dataset"]
+                + "\nget_ipython().input_transformers_cleanup.append(lambda lines: [])"),
+        zero=(1,), events=("tampering-undone",)),
+    "trace_skip": Case(
+        "a trace function that jumps over every line calling a check",
+        answers(ex5_predict=WRONG["ex5_predict"] + _TRACE_SKIP), zero=(5,), events=("tampering-undone",)),
+    "edited_test": Case(
+        "a test cell's code replaced by `pass`",
+        edited(_edit_test_source, ex6_accuracy=WRONG["ex6_accuracy"]), zero=(6,), notes=("was edited",)),
+    "deleted_test": Case(
+        "a test cell deleted",
+        edited(_delete_test, ex6_accuracy=WRONG["ex6_accuracy"]), zero=(6,), notes=("was deleted",)),
+    "duplicated_test": Case(
+        "a test cell duplicated with its metadata (stops a stock nbgrader batch)",
+        edited(_duplicate_test), notes=("more than once",)),
+    "renamed_grade_id": Case(
+        "a test cell's grade_id changed",
+        edited(_rename_test, ex6_accuracy=WRONG["ex6_accuracy"]), zero=(6,),
+        notes=("unknown grade_id", "was deleted")),
+    "changed_points": Case(
+        "a test made worth 100 points and unlocked",
+        edited(_change_points), notes=("nbgrader settings",)),
+    "fake_setup": Case(
+        "the read-only set-up cell edited to define helpers that always pass",
+        edited(_fake_setup, ex7_confusion_matrix=WRONG["ex7_confusion_matrix"]), zero=(7,),
+        notes=("'setup' was edited",)),
+    "deleted_setup": Case(
+        "the set-up cell deleted and replaced by one with helpers that always pass",
+        edited(_delete_setup, ex7_confusion_matrix=WRONG["ex7_confusion_matrix"]), zero=(7,),
+        notes=("'setup' was deleted",), events=("names-set-aside",)),
+    # --- broken files --------------------------------------------------------------------------
+    "corrupt_json": Case("half a notebook file", _corrupt, status="not gradable", reason="not valid JSON"),
+    "wrong_name": Case("saved under another name", answers(), file_name="lab1_mednist_from_scratch (1).ipynb",
+                       notes=("submitted as",)),
+    "wrong_kernel": Case("asks for an R kernel", edited(_wrong_kernel), notes=("kernel 'ir'",)),
+    # --- attacks on the grader -----------------------------------------------------------------
+    "writes_outside": Case(
+        "writes into source/, the gradebook, the course's parent, /tmp, home and /etc",
+        edited(_add_cell_after(TEST[8], _WRITE_OUTSIDE))),
+    "reads_secrets": Case(
+        "reads the source notebooks (hidden tests), other submissions and the gradebook",
+        edited(_add_cell_after(TEST[8], _READ_SECRETS))),
+    "network": Case(
+        "connects to a server on the grading machine and to the internet",
+        edited(_add_cell_after(TEST[8], _NETWORK))),
+    "exfiltrate_hidden": Case(
+        "prints the kernel's history, linecache and hidden-test objects after a test ran",
+        edited(_add_cell_after(TEST[1], _EXFILTRATE))),
+}
+
+
+def write_case(case: Case, release_notebook, folder, context):
+    """Write the case's submission into ``folder`` (submitted/<student>/lab1/)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    built = case.build(release_notebook, context)
+    text = built if isinstance(built, str) else nbformat.writes(built)
+    (folder / case.file_name).write_text(text, encoding="utf-8")
+
+
+def token_paths(context):
+    """Host paths the attack cases try to write, that must not exist after grading."""
+    root = context["course_root"]
+    token = context["token"]
+    return [f"{root}/source/lab1/pwned.txt", f"{root}/../escaped-from-sandbox.txt", f"/tmp/escaped-from-sandbox-{token}.txt",
+            f"/escaped-home-{token}.txt", f"/etc/escaped-{token}.txt"]
+
+

@@ -1,0 +1,326 @@
+"""The class grader, ``dlmed grade``: hostile and broken submissions graded in one batch with honest ones.
+
+The batch is graded once per session (as an instructor would, with the command line) in a
+scratch course; the tests then check every case's outcome (tests/submissions/hostile.py),
+that honest students get the same scores as from stock ``nbgrader autograde``
+(tests/submissions/lab1.py), that the attacks left no trace, the gradebook, feedback and
+report, resuming an interrupted run, importing an LMS zip, and the ``basic`` isolation.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Dict
+
+import nbformat
+import pytest
+
+from dlmed import course
+from dlmed.sandbox import detect_isolation
+from tests.conftest import PROJECT_ROOT
+from tests.submissions import hostile, lab1
+
+pytestmark = pytest.mark.slow
+
+LAB = "lab1"
+NAME = hostile.LAB_NOTEBOOK
+HONEST = ("alternative_correct", "partial", "mistakes_b")
+
+
+def run_grade(workspace: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    """``dlmed grade lab1 ARGS`` in ``workspace``, as an instructor runs it."""
+    return subprocess.run([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", *args],
+                          cwd=workspace, capture_output=True, text=True, timeout=timeout)
+
+
+def journal(workspace: Path) -> Dict[str, dict]:
+    """The grader's per-student results, by student."""
+    return {p.stem: json.loads(p.read_text()) for p in (workspace / "grading" / LAB / "results").glob("*.json")}
+
+
+def points(result: dict) -> Dict[str, float]:
+    """{test grade_id: score} of one journal entry (autograded cells only)."""
+    return {cell: score for cell, (score, _) in result["scores"].items() if cell in lab1.FULL_MARKS}
+
+
+def new_course(tmp_path_factory, label: str) -> Path:
+    """A scratch course with Lab 1 generated (release/ and the gradebook)."""
+    workspace = course.make_workspace(PROJECT_ROOT, tmp_path_factory.mktemp(label) / "course")
+    course.run_nbgrader(["generate_assignment", LAB, "--force"], workspace)
+    return workspace
+
+
+def submit(workspace: Path, student: str, notebook, name: str = NAME):
+    folder = workspace / "submitted" / student / LAB
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, str(folder / name))
+
+
+class _CountingServer:
+    """A TCP server on the grading machine's loopback that counts connections (none may come)."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.sock.settimeout(0.5)
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while self.running:
+            try:
+                connection, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            connection.close()
+
+    def close(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+@dataclasses.dataclass
+class ClassRun:
+    workspace: Path
+    completed: subprocess.CompletedProcess
+    results: Dict[str, dict]
+    context: dict
+    connections: int
+    source_digest_before: str
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def class_run(tmp_path_factory, grading_data_dir):
+    """Lab 1 in a scratch course: honest and hostile submissions graded by one `dlmed grade` run."""
+    workspace = new_course(tmp_path_factory, "class")
+    release = workspace / "release" / LAB / NAME
+    submit(workspace, "reference", nbformat.read(str(workspace / "source" / LAB / NAME), as_version=4))
+    submit(workspace, "blank", nbformat.read(str(release), as_version=4))
+    for student in HONEST:
+        submit(workspace, student, lab1.build_notebook(release, lab1.SUBMISSIONS[student]))
+    server = _CountingServer()
+    context = {"course_root": str(workspace), "port": server.port, "token": uuid.uuid4().hex}
+    for student, case in hostile.CASES.items():
+        hostile.write_case(case, release, workspace / "submitted" / student / LAB, context)
+    source_digest = _digest(workspace / "source" / LAB / NAME)
+    try:
+        completed = run_grade(workspace, *hostile.LIMITS)
+    finally:
+        server.close()
+    return ClassRun(workspace, completed, journal(workspace), context, server.connections, source_digest)
+
+
+def _expected_honest():
+    expected = {"reference": {cell: float(p) for cell, p in lab1.FULL_MARKS.items()},
+                "blank": {cell: 0.0 for cell in lab1.FULL_MARKS}}
+    for student in HONEST:
+        expected[student] = lab1.SUBMISSIONS[student].expected_scores(lab1.FULL_MARKS)
+    return expected
+
+
+def test_the_batch_completes_and_grades_everyone(class_run):
+    """The command succeeds and every submission, hostile or not, has a result."""
+    assert class_run.completed.returncode == 0, (
+        f"dlmed grade: expected exit 0, got {class_run.completed.returncode}\n"
+        f"{class_run.completed.stdout[-3000:]}\n{class_run.completed.stderr[-3000:]}")
+    students = set(hostile.CASES) | set(_expected_honest())
+    assert set(class_run.results) == students, (
+        f"students with results: missing {sorted(students - set(class_run.results))}, "
+        f"unexpected {sorted(set(class_run.results) - students)}")
+    statuses = {s: r["status"] for s, r in class_run.results.items()}
+    expected = {s: hostile.CASES[s].status if s in hostile.CASES else "graded" for s in students}
+    assert statuses == expected, f"statuses: expected {expected}, got {statuses}"
+
+
+def test_honest_students_get_their_scores(class_run):
+    """Honest submissions graded beside hostile ones score exactly as with stock nbgrader autograde."""
+    wrong = {}
+    for student, expected in _expected_honest().items():
+        got = points(class_run.results[student])
+        if got != expected:
+            wrong[student] = {c: (expected.get(c), got.get(c)) for c in expected if expected.get(c) != got.get(c)}
+    assert not wrong, f"honest students with other scores {{student: {{cell: (expected, got)}}}}: {wrong}"
+
+
+@pytest.mark.parametrize("case", sorted(hostile.CASES))
+def test_hostile_case_outcome(class_run, case):
+    """Each hostile case scores zero or what its honest cells earn, and the instructor is told why."""
+    spec, result = hostile.CASES[case], class_run.results[case]
+    got = points(result)
+    expected = spec.expected_scores()
+    wrong = {c: (expected[c], got.get(c)) for c in expected if got.get(c) != expected[c]}
+    assert not wrong, f"{case} ({spec.description}): cells with other scores {{cell: (expected, got)}}: {wrong}"
+    for cell in spec.either:
+        name = hostile.TEST[cell]
+        assert got.get(name) in (0.0, float(lab1.FULL_MARKS[name])), f"{case}: {name} expected 0 or full, got {got.get(name)}"
+    notes = " | ".join(result["notes"])
+    for phrase in spec.notes:
+        assert phrase in notes, f"{case}: expected a note containing {phrase!r}, got {result['notes']}"
+    kinds = {event["kind"] for event in result["events"]}
+    for kind in spec.events:
+        assert kind in kinds, f"{case}: expected an event {kind!r}, got {result['events']}"
+    if spec.reason:
+        assert spec.reason in result["reason"], f"{case}: expected the reason to mention {spec.reason!r}, got {result['reason']!r}"
+
+
+def _outputs(workspace, student):
+    notebook = nbformat.read(str(workspace / "autograded" / student / LAB / NAME), as_version=4)
+    return "\n".join(str(o.get("text", "")) + str(o.get("evalue", "")) for c in notebook.cells if c.cell_type == "code"
+                     for o in c.get("outputs", []))
+
+
+def test_attacks_on_the_grader_left_no_trace(class_run):
+    """Writes outside the submission, reads of course files and network connections all failed."""
+    workspace = class_run.workspace
+    for path in hostile.token_paths(class_run.context):
+        assert not os.path.exists(path), f"a submission wrote {path} on the grading machine"
+    assert _digest(workspace / "source" / LAB / NAME) == class_run.source_digest_before, "source/ was changed"
+    with sqlite3.connect(workspace / "gradebook.db") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",), "the gradebook is damaged"
+    assert b"written by a student" not in (workspace / "gradebook.db").read_bytes(), "a submission wrote into the gradebook"
+    writes = _outputs(workspace, "writes_outside")
+    # Only the sandbox's own, private /tmp was writable (and the file is not on the host: above).
+    wrote = [line.split()[1] for line in writes.splitlines() if line.startswith("WROTE")]
+    assert writes.count("BLOCKED") == 5 and wrote == [f"/tmp/escaped-from-sandbox-{class_run.context['token']}.txt"], (
+        f"writes_outside output: {writes[-2000:]}")
+    reads = _outputs(workspace, "reads_secrets")
+    assert "FOUND 0 course files" in reads and "READ" not in reads, f"reads_secrets output: {reads[-2000:]}"
+    network = _outputs(workspace, "network")
+    assert "CONNECTED?" not in network and network.count("BLOCKED") == 3, f"network output: {network[-2000:]}"
+    assert class_run.connections == 0, f"{class_run.connections} connections reached the grading machine's server"
+
+
+def test_feedback_for_every_graded_student_without_hidden_tests(class_run):
+    """Feedback HTML exists for every graded submission and holds no hidden-test line (exfiltration included)."""
+    from tests.test_release_and_leaks import HIDDEN, _readable_text, _source_regions, _squash, _text_outside
+
+    from bs4 import BeautifulSoup
+
+    workspace = class_run.workspace
+    graded = sorted(s for s, r in class_run.results.items() if r["status"] == "graded")
+    pages = {p.relative_to(workspace / "feedback").parts[0]: p for p in (workspace / "feedback").glob(f"*/{LAB}/*.html")}
+    assert sorted(pages) == graded, f"feedback pages: expected {graded}, got {sorted(pages)}"
+    secret = [line for line in _source_regions(HIDDEN) if _squash(line) not in _text_outside(HIDDEN)]
+    for student, page in pages.items():
+        text = _squash(BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").get_text())
+        own = _squash(_readable_text(next((workspace / "submitted" / student / LAB).glob("*.ipynb"))))
+        leaked = [line for line in secret if _squash(line) in text and _squash(line) not in own]
+        assert "HIDDENTESTS" not in text and not leaked, f"{student}'s feedback shows hidden tests: {leaked[:3]}"
+
+
+def test_nbgrader_export_reads_the_gradebook(class_run):
+    """`nbgrader export` works on what the grader recorded, with the same totals."""
+    import pandas as pd
+
+    course.run_nbgrader(["export"], class_run.workspace)
+    grades = pd.read_csv(class_run.workspace / "grades.csv").set_index("student_id")
+    for student, result in class_run.results.items():
+        total = sum(points(result).values())
+        assert grades.loc[student, "raw_score"] == pytest.approx(total), (
+            f"{student}: grades.csv raw_score {grades.loc[student, 'raw_score']}, journal {total}")
+
+
+def test_class_report(class_run):
+    """scores.csv has a row per student; report.html embeds both plots and lists the hostile cases."""
+    import pandas as pd
+
+    folder = class_run.workspace / "grading" / LAB
+    table = pd.read_csv(folder / "scores.csv")
+    assert sorted(table["student"]) == sorted(class_run.results), "scores.csv: one row per student expected"
+    assert set(lab1.FULL_MARKS) <= set(table.columns), f"scores.csv columns: {list(table.columns)}"
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 2, "report.html: expected the histogram and the pass-rate plot"
+    for student in ("edited_test", "os_exit", "corrupt_json", "patched_library"):
+        assert f"<td>{student}</td>" in page.split("Needs your attention")[1].split("All students")[0], (
+            f"report.html: {student} should be listed under 'Needs your attention'")
+    for name in ("score_histogram", "pass_rate_per_exercise"):
+        assert (folder / "figures" / f"{name}.png").stat().st_size > 1000, f"figures/{name}.png missing or empty"
+
+
+def test_rerun_keeps_results_and_scores(class_run):
+    """A second run finds everything up to date and changes no score."""
+    again = run_grade(class_run.workspace, "--no-feedback", *hostile.LIMITS)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert f"({len(class_run.results)} up to date from an earlier run)" in again.stdout, again.stdout[-2000:]
+    assert {s: r["scores"] for s, r in journal(class_run.workspace).items()} == {
+        s: r["scores"] for s, r in class_run.results.items()}, "scores changed on a rerun"
+
+
+def _canvas_zip(path: Path, notebooks: Dict[str, nbformat.NotebookNode]):
+    with zipfile.ZipFile(path, "w") as archive:
+        for number, (login, notebook) in enumerate(notebooks.items()):
+            archive.writestr(f"{login}_{1000 + number}_{5000 + number}_{NAME}", nbformat.writes(notebook))
+
+
+def test_zip_import_and_resume_after_interruption(tmp_path_factory, grading_data_dir):
+    """An LMS zip is imported; a run killed midway continues where it stopped, with the same scores."""
+    workspace = new_course(tmp_path_factory, "resume")
+    release = workspace / "release" / LAB / NAME
+    notebooks = {"ada": nbformat.read(str(workspace / "source" / LAB / NAME), as_version=4),
+                 "bob": lab1.build_notebook(release, lab1.SUBMISSIONS["partial"]),
+                 "cyd": lab1.build_notebook(release, lab1.SUBMISSIONS["mistakes_b"])}
+    export = workspace.parent / "canvas-export.zip"
+    _canvas_zip(export, notebooks)
+    process = subprocess.Popen([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", "--jobs", "1",
+                                "--no-feedback", "--zip", str(export), *hostile.LIMITS],
+                               cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    results = workspace / "grading" / LAB / "results"
+    deadline = time.monotonic() + 600
+    while not list(results.glob("*.json")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
+    process.wait()
+    first = set(journal(workspace))
+    assert 1 <= len(first) < 3, f"expected the kill to interrupt the run after 1 or 2 students, got {sorted(first)}"
+    assert sorted(p.name for p in (workspace / "submitted").iterdir()) == ["ada", "bob", "cyd"], "zip not imported"
+    again = run_grade(workspace, "--jobs", "2", *hostile.LIMITS)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"({len(first)} up to date from an earlier run)" in again.stdout, again.stdout[-2000:]
+    expected = {"ada": {c: float(p) for c, p in lab1.FULL_MARKS.items()},
+                "bob": lab1.SUBMISSIONS["partial"].expected_scores(lab1.FULL_MARKS),
+                "cyd": lab1.SUBMISSIONS["mistakes_b"].expected_scores(lab1.FULL_MARKS)}
+    got = {s: points(r) for s, r in journal(workspace).items()}
+    assert got == expected, f"scores after resuming: expected {expected}, got {got}"
+    assert len(list((workspace / "feedback").glob(f"*/{LAB}/*.html"))) == 3, "feedback for all three expected"
+
+
+def test_basic_isolation_still_enforces_limits(tmp_path_factory, grading_data_dir):
+    """Without namespaces (macOS, no root) time and memory limits still hold and grades are the same."""
+    workspace = new_course(tmp_path_factory, "basic")
+    release = workspace / "release" / LAB / NAME
+    submit(workspace, "alternative_correct", lab1.build_notebook(release, lab1.SUBMISSIONS["alternative_correct"]))
+    for case in ("infinite_loop", "memory_bomb", "os_exit"):
+        hostile.write_case(hostile.CASES[case], release, workspace / "submitted" / case / LAB, {})
+    completed = run_grade(workspace, "--isolation", "basic", "--no-feedback", *hostile.LIMITS)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "isolation 'basic'" in completed.stdout, completed.stdout[-1000:]
+    results = journal(workspace)
+    assert points(results["alternative_correct"]) == {c: float(p) for c, p in lab1.FULL_MARKS.items()}
+    for case in ("infinite_loop", "memory_bomb", "os_exit"):
+        expected = hostile.CASES[case].expected_scores()
+        assert points(results[case]) == expected, f"basic isolation, {case}: expected {expected}, got {points(results[case])}"
+
+
+@pytest.mark.skipif(detect_isolation() != "namespaces", reason="needs Linux namespaces (run as root)")
+def test_namespaces_are_used_where_available(class_run):
+    """On a Linux machine graded as root, the strong isolation is the one in use."""
+    assert "isolation 'namespaces'" in class_run.completed.stdout, class_run.completed.stdout[:1000]
