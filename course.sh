@@ -25,7 +25,8 @@ setup() {
     local stamp="$VENV/.dlmed-installed"
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "Installing the dlmed package and its dependencies into $VENV (a few minutes the first time) ..."
-        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e .
+        # The instructor's environment: with the Postgres driver, for a Postgres gradebook.
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[postgres]"
         touch "$stamp"
     fi
     # nbgrader starts helper programs (alembic) by name; make the environment's own win.

@@ -97,6 +97,22 @@ def timed(command, cwd) -> dict:
             "output_tail": (completed.stdout + completed.stderr)[-2000:]}
 
 
+def forget_grades(workspace: Path, students):
+    """Remove the submissions from the gradebook (untimed), so no run sees scores an earlier run left.
+
+    Stock nbgrader leaves a submission it skips or fails on as it was; without this, such a
+    student would show the other tool's scores from the run before.
+    """
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{workspace / 'gradebook.db'}") as gradebook:
+        for student in students:
+            try:
+                gradebook.remove_submission(LAB, student)
+            except MissingEntry:
+                pass
+
+
 def gradebook_scores(workspace: Path, students) -> dict:
     """{student: {test cell: auto score}} for the students the gradebook has scores for."""
     return {student: {cell: score for cell, (score, _) in cells.items() if cell in lab1.FULL_MARKS}
@@ -129,6 +145,7 @@ def main(argv=None) -> int:
     }
     for repeat in range(args.repeats):
         for tool in ("stock", "dlmed"):
+            forget_grades(workspace, students)
             run = timed(commands[tool], workspace)
             run["scores"] = gradebook_scores(workspace, students)
             results["runs"][tool].append(run)
@@ -141,9 +158,9 @@ def main(argv=None) -> int:
                 if stock.get(student) != ours.get(student):
                     results["score_mismatches"].append({"repeat": repeat, "student": student, "kind": kinds[student],
                                                         "stock": stock.get(student), "dlmed": ours.get(student)})
-        results["by_design"] = {
-            kinds[student]: {"stock": stock.get(student), "dlmed": ours.get(student)}
-            for student in students if kinds[student] in ("broken: corrupt_json", "broken: wrong_name", "broken: os_exit")}
+        results.setdefault("by_design", []).append({
+            student: {"kind": kinds[student], "stock": stock.get(student), "dlmed": ours.get(student)}
+            for student in students if kinds[student] in ("broken: corrupt_json", "broken: wrong_name", "broken: os_exit")})
     summaries = {tool: summarize([run["seconds"] for run in runs]) for tool, runs in results["runs"].items()}
     results["summary"] = summaries
     results["speedup_of_medians"] = summaries["stock"]["median"] / summaries["dlmed"]["median"]

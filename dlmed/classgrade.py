@@ -216,12 +216,25 @@ def _clean_cell(raw) -> Optional[nbformat.NotebookNode]:
     return cell
 
 
-def _checksum_with(cell, metadata: dict) -> str:
-    from nbgrader.utils import compute_checksum
+def _released_source(source: str) -> str:
+    """A locked cell's source as students received it: without the hidden-test region."""
+    from dlmed.executor import HIDDEN_BEGIN, HIDDEN_END
 
-    probe = nbformat.NotebookNode(cell_type=cell.cell_type, source=cell.source,
-                                  metadata=nbformat.NotebookNode(nbgrader=nbformat.NotebookNode(metadata)))
-    return compute_checksum(probe)
+    lines, inside, kept = source.split("\n"), False, []
+    for line in lines:
+        if HIDDEN_BEGIN in line:
+            inside = True
+        elif HIDDEN_END in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _was_edited(cell, original: "LabCell") -> bool:
+    """True when a read-only cell's source is neither the released one nor the instructor's."""
+    ours = cell.source.rstrip()
+    return ours not in (_released_source(original.source).rstrip(), original.source.rstrip())
 
 
 def repair_notebook(text: str, lab: LabInfo) -> Tuple[nbformat.NotebookNode, List[str]]:
@@ -282,7 +295,7 @@ def repair_notebook(text: str, lab: LabInfo) -> Tuple[nbformat.NotebookNode, Lis
             notes.append(f"the nbgrader settings of {grade_id!r} were changed ({', '.join(changed)}): put back")
         if cell.cell_type != original.cell_type:
             notes.append(f"{grade_id!r} was made a {cell.cell_type} cell: put back as {original.cell_type}")
-        elif original.locked and _checksum_with(cell, canonical) != original.checksum:
+        elif original.locked and _was_edited(cell, original):
             notes.append(f"the read-only cell {grade_id!r} was edited: the original was graded")
         cell.metadata["nbgrader"] = canonical
 
@@ -372,6 +385,27 @@ def _staged_autograde_class():
             self.exporter._preprocessors = [p for p in self.exporter._preprocessors if not isinstance(p, Execute)]
 
     return StagedAutograde
+
+
+def test_failures(notebook) -> Dict[str, str]:
+    """{test grade_id: why it scores 0} for the failing test cells of an executed notebook.
+
+    The reason is the first error's name and the first line of its message (an assert's
+    "what was checked: expected vs got"), or the first line written to stderr.
+    """
+    failures = {}
+    for index in graded_test_cells(notebook):
+        cell = notebook.cells[index]
+        if not cell_failure(cell):
+            continue
+        errors = [o for o in cell.outputs if o.get("output_type") == "error"]
+        if errors:
+            message = (errors[0].get("evalue") or "").strip().split("\n")[0]
+            failures[cell.metadata["nbgrader"]["grade_id"]] = f"{errors[0].get('ename')}: {message}".rstrip(": ")
+        else:
+            stderr = next(o for o in cell.outputs if o.get("output_type") == "stream" and o.get("name") == "stderr")
+            failures[cell.metadata["nbgrader"]["grade_id"]] = "wrote to stderr: " + stderr.get("text", "").strip().split("\n")[0]
+    return failures
 
 
 # --- the grader ------------------------------------------------------------------------------
@@ -512,7 +546,7 @@ class ClassGrader:
         except (ValueError, TypeError):
             return None
         autograded = Path(self.coursedir.format_path(self.coursedir.autograded_directory, student, self.lab))
-        if result.fingerprint != fingerprint or result.status == "grader error":
+        if result.fingerprint != fingerprint or result.status == "grader error" or student not in self.in_gradebook:
             return None
         if result.status == "graded" and not (autograded / self.lab_info.notebook_name).is_file():
             return None
@@ -565,14 +599,15 @@ class ClassGrader:
         reused = self._up_to_date(student, fingerprint)
         if reused is not None:
             return reused
+        notes = []
         try:
             notes = self._stage(student)
             sanitized_path = self.converter.sanitize(student)
         except UngradableSubmission as problem:
-            return self.record_ungradable(student, str(problem), [], fingerprint)
+            return self.record_ungradable(student, str(problem), notes, fingerprint)
         except Exception as problem:  # nbgrader refused the notebook: zero, with the reason
             return self.record_ungradable(student, f"nbgrader could not prepare it: {type(problem).__name__}: {problem}",
-                                          [], fingerprint)
+                                          notes, fingerprint)
         notebook = nbformat.read(str(sanitized_path), as_version=4)
         job = dict(self.job_base, notebook=notebook, copy_from=str(sanitized_path.parent),
                    annotations=cell_annotations(notebook))
@@ -603,13 +638,7 @@ class ClassGrader:
         except Exception as problem:
             return self.record_ungradable(student, f"nbgrader could not score it: {type(problem).__name__}: {problem}",
                                           notes, fingerprint)
-        executed = nbformat.from_dict(result.notebook)
-        failures = {}
-        for index in graded_test_cells(executed):
-            failure = cell_failure(executed.cells[index])
-            if failure:
-                lines = failure.strip().splitlines()
-                failures[executed.cells[index].metadata["nbgrader"]["grade_id"]] = lines[-1] if lines else "failed"
+        failures = test_failures(nbformat.from_dict(result.notebook))
         outcome = StudentResult(student, "graded", scores=self.read_scores(student), reason=result.stop_reason or "",
                                 notes=notes, events=result.events, failures=failures, seconds=result.seconds,
                                 peak_memory=result.peak_memory, fingerprint=fingerprint)
@@ -640,6 +669,13 @@ class ClassGrader:
         self._write_journal(outcome)
         return outcome
 
+    def _students_in_gradebook(self) -> set:
+        """Students the gradebook has a submission of this lab for (a journal entry alone is not enough)."""
+        from nbgrader.api import Gradebook
+
+        with Gradebook(self.db_url, self.coursedir.course_id) as gradebook:
+            return {submission.student.id for submission in gradebook.find_assignment(self.lab).submissions}
+
     def read_scores(self, student: str) -> Scores:
         """{grade_id: (autograded score or None for hand-graded cells, max score)} from the gradebook."""
         from nbgrader.api import Gradebook
@@ -669,12 +705,7 @@ class ClassGrader:
         result = sandbox.run_notebook(job, self.settings.limits)
         if result.error:
             raise course.CourseError(f"the instructor's solution could not be run in the sandbox: {result.error}")
-        executed = nbformat.from_dict(result.notebook)
-        failures = {}
-        for index in graded_test_cells(executed):
-            failure = cell_failure(executed.cells[index])
-            if failure:
-                failures[executed.cells[index].metadata["nbgrader"]["grade_id"]] = failure.strip().splitlines()[-1]
+        failures = test_failures(nbformat.from_dict(result.notebook))
         if failures or result.stop_reason:
             details = "\n".join(f"  {name}: {why}" for name, why in failures.items())
             raise course.CourseError(
@@ -696,6 +727,7 @@ class ClassGrader:
             self.import_zips()
         self.lab_info = load_lab(self.db_url, self.root, self.lab)
         students = self.students()
+        self.in_gradebook = self._students_in_gradebook()
         self.isolation = self._isolation()
         self.data_dir = self._data_dir()
         self.layout = self._sandbox_layout()

@@ -24,6 +24,7 @@ import ast
 import asyncio
 import json
 import os
+import queue
 import secrets
 import signal
 import time
@@ -291,6 +292,11 @@ class GuardedExecute(NotebookClient):
             return
         except CellTimeoutError as error:  # no IOPub output after the reply: treat like a timeout
             cell.outputs.append(error_output("CellTimeoutError", str(error).splitlines()[0]))
+        except Exception as error:  # whatever else the kernel's messages did to nbclient: this student's run ends
+            reason = f"the grader could not run {label}: {type(error).__name__}: {error}"
+            cell.outputs.append(error_output(GRADER_ERROR, reason))
+            self._stop(reason)
+            return
         if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs if o.output_type == "error"):
             self._event("timeout", label, [f"ran past the cell time limit of {self.timeout} s and was interrupted"])
             if await self._guard("ping", [], timeout=10) is None:
@@ -344,8 +350,8 @@ class GuardedExecute(NotebookClient):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=min(1.0, deadline - time.monotonic())))
-            except Exception:  # queue.Empty: nothing yet
+                msg = await ensure_async(self.kc.shell_channel.get_msg(timeout=max(0.01, min(1.0, deadline - time.monotonic()))))
+            except queue.Empty:
                 if not await ensure_async(self.kc.is_alive()):
                     return None
                 continue

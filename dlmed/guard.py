@@ -65,24 +65,29 @@ def _shadowing_overrides(obj):
     }
 
 
-def _from_library(value, prefixes) -> bool:
+def _from_library(value, prefixes, package=None) -> bool:
     """True for a function, class or module defined in an installed library (not in the notebook).
 
     Libraries wrap or add some of their own functions as they are used (lazy imports,
-    decorators); those changes are accepted. Anything else (a lambda or class from a cell,
-    a builtin such as ``print`` or ``bool``, a mock object) counts as tampering.
+    decorators); those changes are accepted. With ``package`` (the top-level package whose
+    namespace changed) the new value must also come from that package: ``torch`` may
+    replace its own functions, a student may not put ``logging.debug`` in place of a check.
+    Anything else (a lambda or class from a cell, a builtin such as ``print`` or ``bool``, a
+    mock object) counts as tampering.
     """
     value = getattr(value, "__func__", value)
     if isinstance(value, types.CodeType):
-        path = value.co_filename
+        path, module_name = value.co_filename, None
     elif hasattr(value, "__code__"):
-        path = value.__code__.co_filename
+        path, module_name = value.__code__.co_filename, getattr(value, "__module__", None)
     elif isinstance(value, (type, types.ModuleType)):
         module = value if isinstance(value, types.ModuleType) else sys.modules.get(value.__module__)
-        path = getattr(module, "__file__", None)
+        path, module_name = getattr(module, "__file__", None), getattr(module, "__name__", None)
     else:
         return False
-    return bool(path) and path.startswith(prefixes)
+    if not path or not path.startswith(prefixes):
+        return False
+    return package is None or (module_name or "").split(".")[0] == package
 
 
 class _Snapshot:
@@ -143,8 +148,8 @@ class _Snapshot:
             if isinstance(table, dict)
         ]
 
-    def _library(self, value):
-        return _from_library(value, self.prefixes)
+    def _library(self, value, package=None):
+        return _from_library(value, self.prefixes, package)
 
     # -- finding and undoing changes ------------------------------------------------------
 
@@ -219,11 +224,12 @@ class _Snapshot:
     def _namespace_changes(self, label, owner, namespace, functions, restore, remove_added):
         found = []
         current = vars(owner)
+        package = label.split(".")[0]
         for name, value in list(namespace.items()):
             if name not in current:
                 found.append(f"{label}.{name} was deleted")
             elif current[name] is not value:
-                if self._library(current[name]):
+                if self._library(current[name], package):
                     namespace[name] = current[name]  # e.g. a lazy import replaced a stub
                     if isinstance(current[name], types.FunctionType):
                         functions[name] = _functions_of({name: current[name]})[name]
@@ -235,7 +241,7 @@ class _Snapshot:
                 setattr(owner, name, value)
         if remove_added:
             for name in [n for n in current if n not in namespace]:
-                if self._library(current[name]):
+                if self._library(current[name], package):
                     namespace[name] = current[name]
                     continue
                 found.append(f"{label}.{name} was added")
@@ -243,7 +249,7 @@ class _Snapshot:
                     delattr(owner, name)
         for name, (function, code, defaults, kwdefaults) in functions.items():
             if (function.__code__, function.__defaults__, function.__kwdefaults__) != (code, defaults, kwdefaults):
-                if self._library(function.__code__) and function.__code__ is not code:
+                if _from_library(function.__code__, self.prefixes) and (function.__module__ or "").split(".")[0] == package:
                     functions[name] = _functions_of({name: function})[name]
                     continue
                 found.append(f"the code of {label}.{name} was changed")

@@ -44,6 +44,7 @@ def _figures(lab, outcomes):
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     total = sum(lab.test_cells.values())
     graded = [o for o in outcomes if o.status != "grader error"]
@@ -55,6 +56,8 @@ def _figures(lab, outcomes):
     ax.set_ylabel("students")
     ax.set_title(f"{lab.lab}: autograded scores of {len(graded)} submissions")
     ax.set_xlim(-0.5, total + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     figures["score_histogram"] = fig
 
     rates = _pass_rates(lab, outcomes)

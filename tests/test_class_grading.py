@@ -159,6 +159,9 @@ def test_honest_students_get_their_scores(class_run):
         if got != expected:
             wrong[student] = {c: (expected.get(c), got.get(c)) for c in expected if expected.get(c) != got.get(c)}
     assert not wrong, f"honest students with other scores {{student: {{cell: (expected, got)}}}}: {wrong}"
+    noted = {s: (class_run.results[s]["notes"], class_run.results[s]["events"]) for s in _expected_honest()
+             if class_run.results[s]["notes"] or class_run.results[s]["events"]}
+    assert not noted, f"honest students should draw no notes or events: {noted}"
 
 
 @pytest.mark.parametrize("case", sorted(hostile.CASES))
@@ -318,6 +321,62 @@ def test_basic_isolation_still_enforces_limits(tmp_path_factory, grading_data_di
     for case in ("infinite_loop", "memory_bomb", "os_exit"):
         expected = hostile.CASES[case].expected_scores()
         assert points(results[case]) == expected, f"basic isolation, {case}: expected {expected}, got {points(results[case])}"
+
+
+@pytest.fixture
+def postgres_url():
+    """A throw-away PostgreSQL server on the loopback (run as the 'postgres' user); its SQLAlchemy URL."""
+    import pwd
+    import shutil
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="the Postgres driver is not installed (pip install -e '.[postgres]')")
+    if not (shutil.which("initdb") and shutil.which("pg_ctl")):
+        pytest.skip("PostgreSQL's initdb/pg_ctl are not installed")
+    try:
+        owner = pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no 'postgres' user to run the server as")
+    if os.geteuid() != 0:
+        pytest.skip("starting a server as the 'postgres' user needs root")
+    folder = Path(tempfile.mkdtemp(prefix="dlmed-pg-"))
+    os.chown(folder, owner.pw_uid, owner.pw_gid)
+    as_postgres = ["setpriv", f"--reuid={owner.pw_uid}", f"--regid={owner.pw_gid}", "--init-groups"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(as_postgres + ["initdb", "-D", str(folder / "data"), "-A", "trust", "-U", "grader"],
+                   check=True, capture_output=True, cwd=folder)
+    subprocess.run(as_postgres + ["pg_ctl", "-D", str(folder / "data"), "-l", str(folder / "log"), "-w", "start",
+                                  "-o", f"-p {port} -h 127.0.0.1 -k {folder}"], check=True, capture_output=True, cwd=folder)
+    try:
+        yield f"postgresql+psycopg://grader@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_postgres + ["pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "stop"],
+                       capture_output=True, cwd=folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgres_gradebook(tmp_path_factory, grading_data_dir, postgres_url):
+    """With a Postgres db_url the grader records into Postgres; export and feedback work from it."""
+    import pandas as pd
+
+    workspace = course.make_workspace(PROJECT_ROOT, tmp_path_factory.mktemp("postgres") / "course")
+    with open(workspace / "nbgrader_config.py", "a", encoding="utf-8") as config:
+        config.write(f"\nc.CourseDirectory.db_url = {postgres_url!r}\n")
+    course.run_nbgrader(["generate_assignment", LAB, "--force"], workspace)
+    release = workspace / "release" / LAB / NAME
+    submit(workspace, "ada", nbformat.read(str(workspace / "source" / LAB / NAME), as_version=4))
+    submit(workspace, "bob", lab1.build_notebook(release, lab1.SUBMISSIONS["partial"]))
+    completed = run_grade(workspace, "--skip-reference-check", *hostile.LIMITS)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert not (workspace / "gradebook.db").exists(), "a SQLite gradebook was made although the config says Postgres"
+    course.run_nbgrader(["export"], workspace)
+    grades = pd.read_csv(workspace / "grades.csv").set_index("student_id")
+    expected = {"ada": sum(lab1.FULL_MARKS.values()),
+                "bob": sum(lab1.SUBMISSIONS["partial"].expected_scores(lab1.FULL_MARKS).values())}
+    assert {s: grades.loc[s, "raw_score"] for s in expected} == expected, f"grades.csv: {grades.to_dict()}"
+    assert len(list((workspace / "feedback").glob(f"*/{LAB}/*.html"))) == 2, "feedback for both students expected"
 
 
 @pytest.mark.skipif(detect_isolation() != "namespaces", reason="needs Linux namespaces (run as root)")

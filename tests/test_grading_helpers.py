@@ -34,6 +34,20 @@ def test_hide_hidden_tests_keeps_tracebacks_of_cells_without_hidden_tests():
     assert notebook.cells[0].outputs[0]["traceback"] == ["line 1", "ValueError: bad"]
 
 
+def test_hide_hidden_tests_scrubs_hidden_lines_quoted_by_other_cells():
+    """A student cell that printed a hidden test line (dug out of the kernel) shows a note instead."""
+    source = "visible_check()\n### BEGIN HIDDEN TESTS\nsecret_check(value_for_hidden_test=42)\n### END HIDDEN TESTS"
+    leak = {"output_type": "stream", "name": "stdout",
+            "text": "my output\nsecret_check(value_for_hidden_test=42)\nvisible_check()\n"}
+    student = nbformat.v4.new_code_cell("print(In)")
+    student.outputs = [nbformat.from_dict(leak)]
+    notebook = nbformat.v4.new_notebook(cells=[_test_cell(source), student])
+    notebook, _ = grading.HideHiddenTests().preprocess(notebook, {})
+    text = notebook.cells[1].outputs[0]["text"]
+    assert "secret_check" not in text, f"hidden line still shown: {text!r}"
+    assert "my output" in text and "visible_check()" in text and "removed by the grader" in text, text
+
+
 @pytest.mark.parametrize("text, ignored", [
     ("epoch 1/3: 100%|##########| 4/4 [00:00<00:00, 12.3it/s]\n", True),
     ("/x/site-packages/torch/nn/modules/module.py:12: UserWarning: something\n  warnings.warn(\n", True),

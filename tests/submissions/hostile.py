@@ -127,6 +127,10 @@ def _duplicate_test(notebook, context):
     notebook.cells.insert(index + 1, copy.deepcopy(notebook.cells[index]))
 
 
+def _strip_test_metadata(notebook, context):
+    del notebook.cells[_cell(notebook, TEST[6])].metadata["nbgrader"]
+
+
 def _rename_test(notebook, context):
     notebook.cells[_cell(notebook, TEST[6])].metadata["nbgrader"]["grade_id"] = "test_ex6_my_own"
 
@@ -348,6 +352,9 @@ CASES: Dict[str, Case] = {
     "duplicated_test": Case(
         "a test cell duplicated with its metadata (stops a stock nbgrader batch)",
         edited(_duplicate_test), notes=("more than once",)),
+    "stripped_metadata": Case(
+        "a test cell's nbgrader metadata removed (stock nbgrader then leaves the test ungraded)",
+        edited(_strip_test_metadata, ex6_accuracy=WRONG["ex6_accuracy"]), zero=(6,), notes=("was deleted",)),
     "renamed_grade_id": Case(
         "a test cell's grade_id changed",
         edited(_rename_test, ex6_accuracy=WRONG["ex6_accuracy"]), zero=(6,),

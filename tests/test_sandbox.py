@@ -1,0 +1,318 @@
+"""The class grader's parts, one at a time: sandbox limits, the integrity guard, repairs, LMS names.
+
+Notebooks here are tiny (no torch), so each sandboxed run takes about a second; the whole
+grader on real submissions is tests/test_class_grading.py.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from dlmed import classgrade, executor, guard, report, sandbox
+from dlmed.grading import lms_submission
+from tests.helpers import assert_public_api_documented
+
+ISOLATIONS = ["basic"] + (["namespaces"] if sandbox.detect_isolation() == "namespaces" else [])
+needs_namespaces = pytest.mark.skipif("namespaces" not in ISOLATIONS, reason="needs Linux namespaces (run as root)")
+
+
+def _test_cell(source, grade_id="t1", points=1):
+    return new_code_cell(source, metadata={"nbgrader": {"grade": True, "solution": False, "locked": True,
+                                                        "grade_id": grade_id, "points": points, "schema_version": 3}})
+
+
+def _setup_cell(source):
+    return new_code_cell(source, metadata={"nbgrader": {"grade": False, "solution": False, "locked": True,
+                                                        "grade_id": "setup", "schema_version": 3}})
+
+
+def run_cells(cells, tmp_path, isolation="basic", guard_modules=("builtins", "math"), **limits):
+    """Execute ``cells`` in a sandbox as the grader does; return the SandboxResult (notebook as a node)."""
+    notebook = new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    settings = sandbox.Limits(**{"cell_timeout": 10, "notebook_timeout": 60, "memory_bytes": 2**30, **limits})
+    data_dir = tmp_path / "data"
+    data_dir.mkdir(exist_ok=True)
+    hide, keep = sandbox.plan_paths([str(tmp_path / "course"), os.path.expanduser("~")], sandbox.python_paths())
+    job = {"notebook": notebook, "isolation": isolation, "uid": sandbox.SANDBOX_UID_BASE + 50, "hide": hide,
+           "keep": keep, "data_dir": str(data_dir), "data_writable": False, "copy_from": None,
+           "limits": vars(settings), "env": {"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"},
+           "annotations": executor.cell_annotations(notebook), "guard_modules": list(guard_modules)}
+    result = sandbox.run_notebook(job, settings)
+    assert result.error is None, f"the sandbox failed: {result.error}"
+    result.notebook = nbformat.from_dict(result.notebook)
+    return result
+
+
+def outputs(cell):
+    """Text and error names of a cell's outputs, one string."""
+    return "\n".join(str(o.get("text", "")) + f"{o.get('ename', '')}: {o.get('evalue', '')}" for o in cell.outputs)
+
+
+# --- module hygiene ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (classgrade, 8), (report, 3)])
+def test_public_api_documented(module, minimum):
+    """Every public function and class of the class grader's modules has a docstring."""
+    assert_public_api_documented(module, minimum)
+
+
+def test_supervisor_imports_stay_light():
+    """The per-student supervisor imports neither nbgrader (1.7 s) nor torch; importing runs nothing."""
+    code = ("import sys, dlmed.sandbox, dlmed.executor, dlmed.guard\n"
+            "heavy = [m for m in ('nbgrader', 'torch', 'sklearn') if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+
+
+# --- what the executor knows about cells --------------------------------------------------------
+
+
+def test_names_read_bound_and_hidden_only():
+    """Names a test reads, binds, and binds only in its hidden part (IPython magics are understood)."""
+    source = ("%matplotlib inline\nresult = check(f(x))\n### BEGIN HIDDEN TESTS\n"
+              "def _helper(v):\n    inner = v\n    return inner\nfor item in range(3):\n    check(_helper(item))\n"
+              "result = 2\n### END HIDDEN TESTS\n")
+    assert {"check", "f", "x", "_helper", "range"} <= set(executor.names_read(source))
+    assert executor.names_bound(source) == ["_helper", "item", "result"]
+    assert executor.names_only_hidden_tests_bind(source) == ["_helper", "item"]
+    assert executor.names_bound("import torch.nn as nn\nfrom math import (pi,\n  tau)\nimport os.path\n") == ["nn", "os", "pi", "tau"]
+
+
+# --- the sandbox's limits ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_cell_timeout_interrupts_and_the_run_goes_on(tmp_path, isolation):
+    """An endless cell is interrupted at the cell limit; the next cell still runs."""
+    result = run_cells([new_code_cell("while True:\n    pass"), new_code_cell("print('next')")], tmp_path,
+                       isolation, cell_timeout=2)
+    first, second = result.notebook.cells
+    assert "CellTimeoutError" in outputs(first), outputs(first)
+    assert "next" in outputs(second), outputs(second)
+    assert [e["kind"] for e in result.events] == ["timeout"], result.events
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_memory_and_file_size_limits(tmp_path, isolation):
+    """A huge allocation raises MemoryError; a file over the size limit cannot be written."""
+    result = run_cells([new_code_cell("hog = bytearray(8 * 2**30)"),
+                        new_code_cell("open('big.bin', 'wb').write(b'x' * 3 * 2**20)"),
+                        new_code_cell("print('still alive')")], tmp_path, isolation, max_file_bytes=2**20)
+    memory, big, alive = result.notebook.cells
+    assert "MemoryError" in outputs(memory), outputs(memory)
+    assert "File too large" in outputs(big), outputs(big)
+    assert "still alive" in outputs(alive), outputs(alive)
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_dead_kernel_stops_the_run_and_later_tests_score_nothing(tmp_path, isolation):
+    """os._exit() ends the kernel: the reason is recorded and every later cell gets an error output."""
+    result = run_cells([new_code_cell("import os\nos._exit(3)"), _test_cell("pass")], tmp_path, isolation)
+    assert "status 3" in result.stop_reason, result.stop_reason
+    assert "KernelDied" in outputs(result.notebook.cells[0])
+    assert "GradingStopped" in outputs(result.notebook.cells[1]), "a test cell after the crash must not pass"
+
+
+@needs_namespaces
+def test_namespaces_hide_files_network_and_processes(tmp_path):
+    """With namespaces: course files hidden, no connection to the grading machine, own user and processes."""
+    course = tmp_path / "course"
+    course.mkdir()
+    (course / "gradebook.db").write_text("secret")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    probe = (f"import os, socket\nprint('EXISTS', os.path.exists({str(course / 'gradebook.db')!r}))\n"
+             f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    print('CONNECTED')\n"
+             f"except OSError as error:\n    print('NO NETWORK', type(error).__name__)\n"
+             "print('UID', os.getuid(), 'PIDS', len([p for p in os.listdir('/proc') if p.isdigit()]))\n")
+    try:
+        result = run_cells([new_code_cell(probe)], tmp_path, "namespaces")
+    finally:
+        server.close()
+    text = outputs(result.notebook.cells[0])
+    assert "EXISTS False" in text and "NO NETWORK" in text and "CONNECTED" not in text, text
+    uid, pids = text.split("UID ")[1].split()[0], int(text.split("PIDS ")[1].split()[0])
+    assert uid == str(sandbox.SANDBOX_UID_BASE + 50), f"kernel user: expected {sandbox.SANDBOX_UID_BASE + 50}, got {uid}"
+    assert pids < 10, f"the kernel should see only its own processes, saw {pids}"
+
+
+# --- the integrity guard -------------------------------------------------------------------------
+
+
+_SETUP = "import math\ndef check(value):\n    if not value:\n        raise AssertionError('check failed')\n"
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_guard_undoes_patches_and_rebinding_before_a_test(tmp_path, isolation):
+    """A patched library function and a rebound test helper are put back before the test runs."""
+    student = "math.isclose = lambda *args, **kwargs: True\ncheck = lambda value: None\n"
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(student), _test_cell("check(math.isclose(1.0, 2.0))"),
+                        new_code_cell("print(check)")], tmp_path, isolation)
+    test, after = result.notebook.cells[2], result.notebook.cells[3]
+    assert "check failed" in outputs(test), f"the test passed with patched helpers: {outputs(test)}"
+    kinds = {event["kind"]: event["details"] for event in result.events}
+    assert "math.isclose was replaced" in kinds.get("tampering-undone", []), result.events
+    assert any("'check'" in d for d in kinds.get("names-set-aside", [])), result.events
+    assert "lambda" in outputs(after), "the student's own binding should be back after the test"
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_guard_voids_a_test_changed_while_it_ran(tmp_path, isolation):
+    """A student function that patches a helper while the test calls it makes that test score 0."""
+    student = "def answer():\n    math.isclose = lambda *args, **kwargs: True\n    return 1\n"
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(student),
+                        _test_cell("check(answer() == 1)\ncheck(math.isclose(1.0, 2.0))")], tmp_path, isolation)
+    test = result.notebook.cells[2]
+    assert executor.INTEGRITY_ERROR in outputs(test), outputs(test)
+    assert [e["kind"] for e in result.events] == ["changed-during-test"], result.events
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_guard_accepts_a_library_changing_itself_but_not_another_library(tmp_path, isolation):
+    """A package replacing one of its functions by another of its own is accepted; another library's function is not."""
+    student = ("import colorsys, textwrap\n"
+               "colorsys.rgb_to_hsv = colorsys.hsv_to_rgb  # the package's own function: accepted\n"
+               "colorsys.rgb_to_yiq = textwrap.dedent  # another library's function: tampering\n")
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(student), _test_cell("check(True)")], tmp_path, isolation,
+                       guard_modules=("builtins", "math", "colorsys"))
+    assert [(e["kind"], e["details"]) for e in result.events] == [("tampering-undone", ["colorsys.rgb_to_yiq was replaced"])], result.events
+    assert "Error" not in outputs(result.notebook.cells[2])
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_guard_scrubs_hidden_tests_from_the_kernel(tmp_path, isolation):
+    """After a test, its hidden part is gone from the history, linecache and the names it bound."""
+    hidden = "check(True)\n### BEGIN HIDDEN TESTS\n_secret_helper = 'top secret value'\ncheck(_secret_helper)\n### END HIDDEN TESTS\n"
+    snoop = ("import linecache\nneedle = 'top ' + 'secret'  # not written out: this cell is in the history too\n"
+             "print('IN', needle in '\\n'.join(In))\n"
+             "print('CACHE', any(needle in ''.join(e[2]) for e in linecache.cache.values() if len(e) >= 3 and e[2]))\n"
+             "print('NAME', '_secret_helper' in globals())\n")
+    result = run_cells([_setup_cell(_SETUP), _test_cell(hidden), new_code_cell(snoop)], tmp_path, isolation)
+    text = outputs(result.notebook.cells[2])
+    assert "IN False" in text and "CACHE False" in text and "NAME False" in text, text
+
+
+# --- repairing submissions -------------------------------------------------------------------------
+
+
+def _lab():
+    """A three-cell lab as the gradebook would describe it."""
+    from nbgrader.utils import compute_checksum
+
+    cells = {
+        "setup": ("code", True, False, False, None, "import math"),
+        "ex1": ("code", False, False, True, None, "# YOUR CODE HERE\nraise NotImplementedError()"),
+        "test1": ("code", True, True, False, 2.0, "assert answer() == 1"),
+        "q1": ("markdown", False, True, True, 1.0, "YOUR ANSWER HERE"),
+    }
+    lab_cells = {}
+    for name, (cell_type, locked, grade, solution, points, source) in cells.items():
+        cell = classgrade.LabCell(name, cell_type, locked, None, source, grade, solution, False, points)
+        probe = nbformat.NotebookNode(cell_type=cell_type, source=source,
+                                      metadata=nbformat.NotebookNode(nbgrader=nbformat.NotebookNode(cell.metadata())))
+        cell.checksum = compute_checksum(probe)
+        lab_cells[name] = cell
+    return classgrade.LabInfo("lab9", "lab9.ipynb", lab_cells, list(cells), {"name": "python3"}, "fingerprint")
+
+
+def _submission(lab, edit=None):
+    cells = []
+    for name in lab.order:
+        original = lab.cells[name]
+        maker = new_code_cell if original.cell_type == "code" else new_markdown_cell
+        source = "def answer():\n    return 1" if name == "ex1" else original.source
+        cells.append(maker(source, metadata={"nbgrader": original.metadata()}))
+    notebook = new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if edit:
+        edit(notebook)
+    return nbformat.writes(notebook)
+
+
+def _ids(notebook):
+    return [c.metadata.get("nbgrader", {}).get("grade_id") for c in notebook.cells]
+
+
+def test_repair_leaves_an_intact_submission_alone():
+    lab = _lab()
+    notebook, notes = classgrade.repair_notebook(_submission(lab), lab)
+    assert notes == [] and _ids(notebook) == lab.order
+
+
+@pytest.mark.parametrize("text, reason", [("{\"cells\": [", "not valid JSON"), ("[1, 2]", "not a Jupyter notebook")])
+def test_repair_refuses_what_is_no_notebook(text, reason):
+    with pytest.raises(classgrade.UngradableSubmission, match=reason):
+        classgrade.repair_notebook(text, _lab())
+
+
+def _duplicate_test(nb):
+    nb.cells.insert(0, nbformat.from_dict(json.loads(json.dumps(nb.cells[2]))))
+
+
+def _rename_test(nb):
+    nb.cells[2].metadata["nbgrader"]["grade_id"] = "my_test"
+
+
+def _delete_test(nb):
+    del nb.cells[2]
+
+
+def _edit_setup(nb):
+    nb.cells[0].source = "check = print"
+
+
+def _change_points(nb):
+    nb.cells[2].metadata["nbgrader"]["points"] = 50
+
+
+def _r_kernel(nb):
+    nb.metadata["kernelspec"]["name"] = "ir"
+
+
+@pytest.mark.parametrize("edit, ids, note", [
+    (_duplicate_test, [None, "setup", "ex1", "test1", "q1"], "more than once"),
+    (_rename_test, ["setup", "ex1", "test1", None, "q1"], "unknown grade_id 'my_test'"),
+    (_delete_test, ["setup", "ex1", "test1", "q1"], "test cell 'test1' was deleted"),
+    (_edit_setup, ["setup", "ex1", "test1", "q1"], "read-only cell 'setup' was edited"),
+    (_change_points, ["setup", "ex1", "test1", "q1"], "were changed (points)"),
+    (_r_kernel, ["setup", "ex1", "test1", "q1"], "kernel 'ir'"),
+])
+def test_repair_puts_cells_back_and_says_what_it_did(edit, ids, note):
+    """Duplicated, renamed, deleted and edited cells come out as nbgrader expects them, with a note."""
+    lab = _lab()
+    notebook, notes = classgrade.repair_notebook(_submission(lab, edit), lab)
+    assert _ids(notebook) == ids, f"grade_ids after repair: expected {ids}, got {_ids(notebook)}"
+    assert any(note in n for n in notes), f"expected a note with {note!r}, got {notes}"
+    test = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test1")
+    assert test.metadata["nbgrader"] == lab.cells["test1"].metadata(), "test1's metadata should be the released one"
+
+
+def test_zip_with_paths_outside_the_folder_is_refused(tmp_path):
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as handle:
+        handle.writestr("../../outside.ipynb", "{}")
+    with pytest.raises(classgrade.course.CourseError, match="outside the extraction folder"):
+        classgrade._check_zip(archive)
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/c/downloaded/lab1/extracted/x/doejane_123_456_lab1.ipynb", ("doejane", "lab1.ipynb")),
+    ("/c/downloaded/lab1/extracted/x/doe_LATE_1_2_lab1-1.ipynb", ("doe", "lab1.ipynb")),
+    ("/c/downloaded/lab1/extracted/x/Jane Doe_77_assignsubmission_file_/lab1.ipynb", ("Jane_Doe", "lab1.ipynb")),
+    ("/c/downloaded/lab1/extracted/x/s07/lab1.ipynb", ("s07", "lab1.ipynb")),
+    ("/c/downloaded/lab1/extracted/x/lab1.ipynb", None),
+])
+def test_lms_file_names(path, expected):
+    """Student ids from Canvas, Moodle and folder-per-student zip exports."""
+    found = lms_submission(path)
+    assert (found and (found["student_id"], found["file_id"])) == expected, f"{path}: expected {expected}, got {found}"
