@@ -40,7 +40,7 @@ import nbformat
 
 from dlmed import course, sandbox
 from dlmed.executor import cell_annotations
-from dlmed.grading import cell_failure, graded_test_cells
+from dlmed.grading import cell_failure, graded_test_cells, split_hidden_tests
 
 #: Instructor-only working folder of the grader, in the course root (never in git).
 GRADING_FOLDER = "grading"
@@ -216,25 +216,10 @@ def _clean_cell(raw) -> Optional[nbformat.NotebookNode]:
     return cell
 
 
-def _released_source(source: str) -> str:
-    """A locked cell's source as students received it: without the hidden-test region."""
-    from dlmed.executor import HIDDEN_BEGIN, HIDDEN_END
-
-    lines, inside, kept = source.split("\n"), False, []
-    for line in lines:
-        if HIDDEN_BEGIN in line:
-            inside = True
-        elif HIDDEN_END in line:
-            inside = False
-        elif not inside:
-            kept.append(line)
-    return "\n".join(kept)
-
-
 def _was_edited(cell, original: "LabCell") -> bool:
     """True when a read-only cell's source is neither the released one nor the instructor's."""
     ours = cell.source.rstrip()
-    return ours not in (_released_source(original.source).rstrip(), original.source.rstrip())
+    return ours not in (split_hidden_tests(original.source)[0].rstrip(), original.source.rstrip())
 
 
 def repair_notebook(text: str, lab: LabInfo) -> Tuple[nbformat.NotebookNode, List[str]]:

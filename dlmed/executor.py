@@ -38,7 +38,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Dict as DictTrait
 
-from dlmed.grading import is_graded_test_cell
+from dlmed.grading import is_graded_test_cell, split_hidden_tests
 
 #: ``ename`` of the error outputs the grader itself adds to cells.
 GRADER_ERROR = "GradingStopped"
@@ -52,7 +52,6 @@ GUARDED_MODULES = [
 ]
 GUARDED_CLASSES = ["torch.Tensor", "torch.nn.Module"]
 
-HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 
 
 def _python_source(source: str) -> str:
@@ -106,26 +105,12 @@ def names_bound(source: str) -> List[str]:
     return sorted(bound)
 
 
-def hidden_region(source: str) -> str:
-    """The lines between the hidden-test markers of a test cell ('' when there are none)."""
-    lines, inside, region = source.split("\n"), False, []
-    for line in lines:
-        if HIDDEN_BEGIN in line:
-            inside = True
-        elif HIDDEN_END in line:
-            inside = False
-        elif inside:
-            region.append(line)
-    return "\n".join(region)
-
-
 def names_only_hidden_tests_bind(source: str) -> List[str]:
     """Names bound by the hidden part of a test cell and not by its visible part."""
-    region = hidden_region(source)
-    if not region:
+    visible, hidden = split_hidden_tests(source)
+    if not hidden.strip():
         return []
-    visible = source.replace(region, "")
-    return sorted(set(names_bound(region)) - set(names_bound(visible)))
+    return sorted(set(names_bound(hidden)) - set(names_bound(visible)))
 
 
 def is_trusted_cell(cell) -> bool:

@@ -11,7 +11,7 @@ Importing this module does not import nbgrader; the preprocessors are built on f
 """
 
 import re
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 #: Seconds one cell may run. Lab cells in grading mode take seconds; the margin is for slow
 #: laptops and a cold first import of torch.
@@ -99,17 +99,32 @@ def _hide_hidden_tests_class():
     return HideHiddenTests
 
 
-_HIDDEN_REGION = re.compile(r"### BEGIN HIDDEN TESTS\n(.*?)### END HIDDEN TESTS", re.S)
 _SCRUBBED = "[a line of hidden test code was removed by the grader]"
+
+
+def split_hidden_tests(source: str) -> Tuple[str, str]:
+    """(visible part, hidden part) of a cell's source; the marker lines belong to neither.
+
+    The visible part is what students receive (nbgrader's ClearHiddenTests keeps the same lines).
+    """
+    visible, hidden, inside = [], [], False
+    for line in source.split("\n"):
+        if "BEGIN HIDDEN TESTS" in line:
+            inside = True
+        elif "END HIDDEN TESTS" in line:
+            inside = False
+        else:
+            (hidden if inside else visible).append(line)
+    return "\n".join(visible), "\n".join(hidden)
 
 
 def _hidden_lines(nb) -> List[str]:
     """Hidden-test lines of ``nb`` worth scrubbing: 15+ characters and in no visible code."""
     hidden, visible = set(), []
     for cell in nb.cells:
-        for region in _HIDDEN_REGION.findall(cell.source):
-            hidden.update(line.strip() for line in region.splitlines() if len(line.strip()) >= 15)
-        visible.append(_HIDDEN_REGION.sub("", cell.source))
+        shown, region = split_hidden_tests(cell.source)
+        hidden.update(line.strip() for line in region.splitlines() if len(line.strip()) >= 15)
+        visible.append(shown)
     visible_text = "\n".join(visible)
     return [line for line in hidden if line not in visible_text]
 
