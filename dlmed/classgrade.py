@@ -33,6 +33,7 @@ import queue
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -240,7 +241,9 @@ def repair_notebook(text: str, lab: LabInfo) -> Tuple[nbformat.NotebookNode, Lis
     if not isinstance(data, dict) or not isinstance(data.get("cells", data.get("worksheets")), list):
         raise UngradableSubmission("the file is JSON but not a Jupyter notebook (no list of cells)")
     try:
-        upgraded = nbformat.reads(text, as_version=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # duplicate or missing cell ids: nbformat fixes them, we report what matters
+            upgraded = nbformat.reads(text, as_version=4)
     except Exception as error:  # nbformat raises many kinds of errors for damaged files
         raise UngradableSubmission(f"the notebook could not be read ({type(error).__name__}: {error})") from None
     notes = []

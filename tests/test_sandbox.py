@@ -256,7 +256,9 @@ def test_repair_refuses_what_is_no_notebook(text, reason):
 
 
 def _duplicate_test(nb):
-    nb.cells.insert(0, nbformat.from_dict(json.loads(json.dumps(nb.cells[2]))))
+    copy = nbformat.from_dict(json.loads(json.dumps(nb.cells[2])))
+    copy["id"] = "duplicate-of-test1"  # a copy made in Jupyter gets a new cell id
+    nb.cells.insert(0, copy)
 
 
 def _rename_test(nb):
