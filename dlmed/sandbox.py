@@ -54,7 +54,6 @@ SANDBOX_UID_BASE = 61000
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 
@@ -89,10 +88,6 @@ class SandboxResult:
     peak_memory: int
     isolation: str
     error: Optional[str] = None  # the sandbox itself failed (not the student's code)
-
-
-class SandboxError(RuntimeError):
-    """The sandbox could not be set up as asked."""
 
 
 # --- Linux system calls ------------------------------------------------------------------

@@ -124,7 +124,9 @@ def _delete_test(notebook, context):
 
 def _duplicate_test(notebook, context):
     index = _cell(notebook, TEST[6])
-    notebook.cells.insert(index + 1, copy.deepcopy(notebook.cells[index]))
+    duplicate = copy.deepcopy(notebook.cells[index])
+    duplicate["id"] = "copy-of-test-6"  # Jupyter gives a copied cell a new id
+    notebook.cells.insert(index + 1, duplicate)
 
 
 def _strip_test_metadata(notebook, context):
