@@ -414,6 +414,12 @@ class ClassGrader:
 
     def _open_nbgrader(self):
         from nbgrader.apps import AutogradeApp
+        from sqlalchemy.exc import SAWarning
+
+        # nbgrader 0.9's gradebook code triggers these with SQLAlchemy 2 ("not in session,
+        # add operation ... will not proceed"); harmless, and `nbgrader autograde` shows them
+        # only in its log. Keep the instructor's terminal readable.
+        warnings.filterwarnings("ignore", category=SAWarning)
 
         self.app = AutogradeApp()
         self.app.initialize([], root=str(self.root))
@@ -453,9 +459,8 @@ class ClassGrader:
         exchange_root = self.app.config.get("Exchange", {}).get("root", "/srv/nbgrader/exchange")
         hidden.append(exchange_root)
         keep = sandbox.python_paths()
-        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-        if torch_home.is_dir():
-            keep.append(str(torch_home))
+        if _torch_home():
+            keep.append(str(_torch_home()))
         return sandbox.plan_paths([str(p) for p in hidden], keep)
 
     def _kernel_env(self) -> Dict[str, str]:
@@ -467,9 +472,8 @@ class ClassGrader:
             # One kernel per core: more threads per kernel would only fight over the cores.
             "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads,
         }
-        torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-        if torch_home.is_dir():
-            env["TORCH_HOME"] = str(torch_home.resolve())
+        if _torch_home():
+            env["TORCH_HOME"] = str(_torch_home())
         return env
 
     def _font_cache(self) -> Optional[str]:
@@ -772,6 +776,12 @@ class ClassGrader:
             pool.shutdown(wait=True)
             bar.close()
         return outcomes
+
+
+def _torch_home() -> Optional[Path]:
+    """PyTorch's cache folder (ImageNet weights for Lab 2), when there is one: kernels read it as the grader does."""
+    folder = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    return folder.resolve() if folder.is_dir() else None
 
 
 def _check_zip(path: Path):

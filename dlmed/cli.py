@@ -66,7 +66,12 @@ def _grade(root: Path, args) -> int:
         lab=args.lab, jobs=args.jobs or os.cpu_count() or 1, limits=limits, isolation=args.isolation,
         force=args.force, zips=args.zip, feedback=not args.no_feedback, check_reference=not args.skip_reference_check,
         data_dir=args.data_dir, students=args.student, progress=not args.no_progress, hide=args.hide)
-    outcomes = grade_class(root, settings)
+    try:
+        outcomes = grade_class(root, settings)
+    except KeyboardInterrupt:
+        print("\nInterrupted. What was graded is recorded; run the same command again to continue.",
+              file=sys.stderr)
+        return 130
     return 1 if any(o.status == "grader error" for o in outcomes) else 0
 
 

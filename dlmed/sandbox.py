@@ -161,9 +161,13 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+#: Never covered, whatever HOME says (a container may have HOME=/): the kernel needs them.
+_SYSTEM_FOLDERS = {"/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/sys", "/tmp", "/usr", "/var"}
+
+
 def plan_paths(hide: List[str], keep: List[str]):
     """Normalise hidden and kept folders: a kept folder must not contain a hidden one (it would show it)."""
-    hide = sorted({os.path.realpath(p) for p in hide if p and os.path.isdir(p)})
+    hide = sorted({os.path.realpath(p) for p in hide if p and os.path.isdir(p)} - _SYSTEM_FOLDERS)
     keep = sorted({os.path.realpath(p) for p in keep if p and os.path.exists(p)})
     keep = [k for k in keep if not any(_inside(h, k) for h in hide)]
     return hide, keep
@@ -426,6 +430,8 @@ def launch(settings: dict, command: List[str]):
     the same way (the supervisor reads why a kernel died from that).
     """
     limits = settings["limits"]
+    if sys.platform.startswith("linux"):
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor died (the grader was killed): so do we
     if settings["isolation"] == "namespaces":
         _libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
         child = os.fork()

@@ -268,6 +268,25 @@ def test_rerun_keeps_results_and_scores(class_run):
         s: r["scores"] for s, r in class_run.results.items()}, "scores changed on a rerun"
 
 
+def _sandbox_processes_after(seconds: float) -> list:
+    """Processes of sandboxes (supervisors, launchers, kernels) still alive after ``seconds``."""
+    import psutil
+
+    from dlmed.sandbox import SANDBOX_UID_BASE
+
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = []
+        for process in psutil.process_iter(["cmdline", "uids"]):
+            cmdline = " ".join(process.info["cmdline"] or [])
+            uid = process.info["uids"].real if process.info["uids"] else -1
+            if "dlmed.sandbox" in cmdline or SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 1000:
+                alive.append((process.pid, uid, cmdline[:80]))
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
+
+
 def _canvas_zip(path: Path, notebooks: Dict[str, nbformat.NotebookNode]):
     with zipfile.ZipFile(path, "w") as archive:
         for number, (login, notebook) in enumerate(notebooks.items()):
@@ -292,6 +311,7 @@ def test_zip_import_and_resume_after_interruption(tmp_path_factory, grading_data
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)  # a crash: no chance to clean up
     process.wait()
+    assert not _sandbox_processes_after(10), "sandboxes outlived the killed grader"
     first = set(journal(workspace))
     assert 1 <= len(first) < 3, f"expected the kill to interrupt the run after 1 or 2 students, got {sorted(first)}"
     assert sorted(p.name for p in (workspace / "submitted").iterdir()) == ["ada", "bob", "cyd"], "zip not imported"
