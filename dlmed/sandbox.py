@@ -35,6 +35,7 @@ import dataclasses
 import json
 import os
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -202,7 +203,8 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
     with _running_lock:
         _running.add(supervisor)
     try:
-        out, err = supervisor.communicate(json.dumps(job).encode(), timeout=limits.notebook_timeout + 120)
+        out, err = supervisor.communicate(json.dumps(dict(job, grader_pid=os.getpid())).encode(),
+                                          timeout=limits.notebook_timeout + 120)
     except subprocess.TimeoutExpired:
         _kill_group(supervisor.pid)
         supervisor.kill()
@@ -377,6 +379,8 @@ def supervise(job: dict) -> dict:
     started = time.monotonic()
     if sys.platform.startswith("linux"):
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the grader
+        if os.getppid() != job.get("grader_pid", os.getppid()):
+            os._exit(1)  # the grader died before the line above: the signal will never come
     isolation = job["isolation"]
     if isolation == "namespaces":
         folders = _setup_namespaces(job)
@@ -390,7 +394,7 @@ def supervise(job: dict) -> dict:
     limits = job["limits"]
     km = SandboxKernelManager(kernel_name="python3")
     km.launcher = [sys.executable, "-m", "dlmed.sandbox", "--launch",
-                   json.dumps({"isolation": isolation, "uid": job["uid"], "limits": limits}), "--"]
+                   json.dumps({"isolation": isolation, "uid": job["uid"], "limits": limits, "parent": os.getpid()}), "--"]
     notebook = from_dict(job["notebook"])
     executor = GuardedExecute(notebook, timeout=limits["cell_timeout"], startup_timeout=120,
                               shutdown_kernel="immediate", **job.get("execute", {}))
@@ -432,11 +436,18 @@ def launch(settings: dict, command: List[str]):
     limits = settings["limits"]
     if sys.platform.startswith("linux"):
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor died (the grader was killed): so do we
+        if os.getppid() != settings.get("parent", os.getppid()):
+            os._exit(1)  # it died before the line above: the signal will never come
     if settings["isolation"] == "namespaces":
         _libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
+        # The kernel cannot ask for its parent's pid (it is outside its PID namespace): it learns
+        # that the launcher is gone from the end of this pipe instead.
+        launcher_alive, launcher_holds = os.pipe()
         child = os.fork()
         if child:
+            os.close(launcher_alive)
             _wait_and_mirror(child)
+        os.close(launcher_holds)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _mount(None, "/", flags=MS_REC | MS_PRIVATE)
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -449,6 +460,9 @@ def launch(settings: dict, command: List[str]):
         os.setuid(uid)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if select.select([launcher_alive], [], [], 0)[0]:
+            os._exit(1)  # end of file: the launcher died before the signal was set
+        os.close(launcher_alive)
     if settings["isolation"] != "namespaces" and os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
         # Counts all of this user's processes: allow what runs already plus the limit.
         running = sum(1 for _ in Path("/proc").glob("[0-9]*")) if os.path.isdir("/proc") else 512

@@ -146,6 +146,15 @@ def test_namespaces_hide_files_network_and_processes(tmp_path):
     assert pids < 10, f"the kernel should see only its own processes, saw {pids}"
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_launcher_started_after_its_supervisor_died_does_not_start_the_kernel():
+    """A launcher whose supervisor is already gone (its parent is not the one named) exits instead of exec'ing."""
+    settings = {"isolation": "basic", "limits": vars(sandbox.Limits()), "parent": 1}
+    completed = subprocess.run([sys.executable, "-m", "dlmed.sandbox", "--launch", json.dumps(settings), "--",
+                                sys.executable, "-c", "print('kernel started')"], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 1 and "kernel started" not in completed.stdout, (completed.returncode, completed.stdout)
+
+
 # --- the integrity guard -------------------------------------------------------------------------
 
 
