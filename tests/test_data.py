@@ -641,3 +641,22 @@ def test_subset_per_class_needs_targets():
     """A dataset without .targets gets a TypeError saying what is needed."""
     with pytest.raises(TypeError, match="targets"):
         subset_per_class([1, 2, 3], 2)
+
+
+def test_stand_ins_are_readable_by_other_users(tmp_path):
+    """Stand-ins are staged in private temporary files but end up with the usual permissions (umask 022 here).
+
+    Other users must read them: a JupyterHub's shared data folder, the class grader's sandboxed kernels.
+    """
+    import stat
+
+    from dlmed import medmnist
+
+    previous = os.umask(0o022)
+    try:
+        folder = data.make_synthetic_mednist(tmp_path, images_per_class=2)
+        npz = medmnist.make_synthetic_pneumoniamnist(tmp_path)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755, f"{folder}: mode {oct(folder.stat().st_mode)}"
+    assert stat.S_IMODE(npz.stat().st_mode) == 0o644, f"{npz}: mode {oct(npz.stat().st_mode)}"
