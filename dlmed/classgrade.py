@@ -52,7 +52,7 @@ MAX_EXTRA_BYTES = 100 * 2**20
 #: Bump when a change of the grader can change scores: results of older versions are regraded.
 GRADER_VERSION = "1"
 
-Scores = Dict[str, Tuple[Optional[float], float]]
+Scores = Dict[str, Tuple[Optional[float], float]]  # one student: {grade_id: (score, max score)}
 
 
 class UngradableSubmission(Exception):
@@ -670,12 +670,8 @@ class ClassGrader:
 
     def read_scores(self, student: str) -> Scores:
         """{grade_id: (autograded score or None for hand-graded cells, max score)} from the gradebook."""
-        from nbgrader.api import Gradebook
-
-        with Gradebook(self.db_url, self.coursedir.course_id) as gradebook:
-            submission = gradebook.find_submission_notebook(Path(self.lab_info.notebook_name).stem, self.lab, student)
-            return {grade.name: (grade.auto_score if grade.cell.cell_type == "code" else None, grade.max_score)
-                    for grade in submission.grades}
+        scores = course.read_scores(self.root, self.lab, self.lab_info.notebook_name, [student], db_url=self.db_url)
+        return scores[student]
 
     def _write_journal(self, outcome: StudentResult):
         path = self._journal_path(outcome.student)

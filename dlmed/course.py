@@ -107,16 +107,19 @@ def add_submission(course_root: Path, lab: str, student: str, notebook: Path, no
     return target
 
 
-def read_scores(course_root: Path, lab: str, notebook_name: str, students: Iterable[str]) -> Scores:
-    """Read per-cell scores of ``students`` for ``lab`` from the gradebook in ``course_root``.
+def read_scores(course_root: Path, lab: str, notebook_name: str, students: Iterable[str],
+                db_url: Optional[str] = None) -> Scores:
+    """Read per-cell scores of ``students`` for ``lab`` from the gradebook.
 
-    A student whose notebook nbgrader could not grade at all is missing from the result.
+    The gradebook is ``db_url`` (any nbgrader database URL), by default the SQLite file
+    ``gradebook.db`` in ``course_root``. A student whose notebook nbgrader could not grade
+    at all is missing from the result.
     """
     from nbgrader.api import Gradebook, MissingEntry
 
     notebook_id = Path(notebook_name).stem
     scores: Scores = {}
-    with Gradebook(f"sqlite:///{Path(course_root) / 'gradebook.db'}") as gradebook:
+    with Gradebook(db_url or f"sqlite:///{Path(course_root) / 'gradebook.db'}") as gradebook:
         for student in students:
             try:
                 submission = gradebook.find_submission_notebook(notebook_id, lab, student)
