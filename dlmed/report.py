@@ -18,8 +18,6 @@ import io
 from pathlib import Path
 from typing import Dict, List
 
-#: A test cell counts as passed when it earned all its points.
-_PASSED = "passed"
 
 #: Event kinds that mean the student's code did something the instructor should look at.
 ATTENTION_EVENTS = {"tampering-undone", "changed-during-test", "result-removed", "stopped", "kernel-died", "timeout",
