@@ -25,8 +25,9 @@ setup() {
     local stamp="$VENV/.dlmed-installed"
     if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
         echo "Installing the dlmed package and its dependencies into $VENV (a few minutes the first time) ..."
-        # The instructor's environment: with the Postgres driver, for a Postgres gradebook.
-        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[postgres]"
+        # The instructor's environment: with the Postgres driver (a Postgres gradebook) and
+        # Playwright (the real-browser tests; the browser itself is the system's chromium).
+        "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[postgres,browser]"
         touch "$stamp"
     fi
     # nbgrader starts helper programs (alembic) by name; make the environment's own win.

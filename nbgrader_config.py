@@ -43,8 +43,29 @@ c.GenerateSolution.preprocessors = [
     StripSolutionMarkers,
 ]
 
-# Feedback HTML: no hidden test code, not even in tracebacks.
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+# Everything a student controls (outputs, written answers, metadata) reaches an instructor's
+# browser only as inert content (dlmed/sanitize.py). First layer: the autograded notebooks
+# themselves are cleaned, after execution and before scores are saved, so the Formgrader,
+# feedback and any later viewer read clean files; `dlmed grade` runs the same steps.
+c.Autograde.autograde_preprocessors = [
+    "nbgrader.preprocessors.Execute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "dlmed.grading.SanitizeStudentContent",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
+# Second layer: the HTML exporters that render notebooks clean them again (the Formgrader's
+# exporter runs HTMLExporter.preprocessors; feedback runs GenerateFeedback.preprocessors) and
+# let nbconvert sanitise HTML outputs too.
+c.HTMLExporter.preprocessors = ["dlmed.grading.SanitizeStudentContent"]
+c.HTMLExporter.sanitize_html = True
+
+# Feedback HTML: no hidden test code, not even in tracebacks; student content made inert.
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, "dlmed.grading.SanitizeStudentContent",
+                                    CSSHTMLHeaderPreprocessor]
 
 # `nbgrader zip_collect` (and `dlmed grade LAB --zip EXPORT.zip`): find student ids in the file
 # names of Canvas and Moodle zip exports (see dlmed.grading.lms_submission); set

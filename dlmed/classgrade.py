@@ -42,6 +42,7 @@ import nbformat
 from dlmed import course, sandbox
 from dlmed.executor import cell_annotations
 from dlmed.grading import cell_failure, graded_test_cells, split_hidden_tests
+from dlmed.sanitize import sanitize_notebook
 
 #: Instructor-only working folder of the grader, in the course root (never in git).
 GRADING_FOLDER = "grading"
@@ -624,13 +625,17 @@ class ClassGrader:
             return outcome
         if sanitized_path.exists():
             os.chmod(sanitized_path, 0o644)
-        nbformat.write(nbformat.from_dict(result.notebook), str(sanitized_path))
+        executed = nbformat.from_dict(result.notebook)
+        # Outputs and written answers reach the instructor's browser (Formgrader, feedback):
+        # inert from here on. nbgrader's scoring runs the same step again (nbgrader_config.py).
+        notes = notes + [f"made inert for the browser: {note}" for note in sanitize_notebook(executed)]
+        nbformat.write(executed, str(sanitized_path))
         try:
             self.converter.score(student, sanitized_path)
         except Exception as problem:
             return self.record_ungradable(student, f"nbgrader could not score it: {type(problem).__name__}: {problem}",
                                           notes, fingerprint)
-        failures = test_failures(nbformat.from_dict(result.notebook))
+        failures = test_failures(executed)
         outcome = StudentResult(student, "graded", scores=self.read_scores(student), reason=result.stop_reason or "",
                                 notes=notes, events=result.events, failures=failures, seconds=result.seconds,
                                 peak_memory=result.peak_memory, fingerprint=fingerprint)

@@ -5,6 +5,8 @@
 - :func:`graded_test_cells` / :func:`cell_failure`: which cells are graded and why one failed.
 - :class:`HideHiddenTests`: an nbgrader preprocessor for solutions and feedback.
 - :class:`StripSolutionMarkers`: an nbgrader preprocessor that tidies the solutions.
+- :class:`SanitizeStudentContent`: an nbgrader preprocessor that makes a submission's outputs
+  and written answers inert before any browser shows them (:mod:`dlmed.sanitize`).
 
 Importing this module does not import nbgrader; the preprocessors are built on first use
 (nbgrader_config.py asks for them by name).
@@ -167,6 +169,28 @@ def _strip_solution_markers_class():
     return StripSolutionMarkers
 
 
+def _sanitize_student_content_class():
+    from nbconvert.preprocessors import Preprocessor
+
+    from dlmed.sanitize import sanitize_notebook
+
+    class SanitizeStudentContent(Preprocessor):
+        """Make everything a student controls inert HTML: outputs, written answers, metadata.
+
+        Configured in ``nbgrader_config.py`` for ``autograde`` (so autograded/ holds clean
+        notebooks for the Formgrader and every later viewer), for ``generate_feedback`` and
+        for the Formgrader's own HTML exporter (a second layer). See :mod:`dlmed.sanitize`.
+        """
+
+        def preprocess(self, nb, resources):
+            notes = sanitize_notebook(nb)
+            if notes:
+                self.log.warning("Made student content inert: %s", "; ".join(sorted(set(notes))))
+            return nb, resources
+
+    return SanitizeStudentContent
+
+
 _CANVAS = re.compile(r"(?P<student_id>[^_]+)_(?:LATE_)?\d+_\d+_(?P<file_id>.+?)(?:-\d+)?(?P<ext>\.ipynb)$")
 _MOODLE_FOLDER = re.compile(r"(?P<student_id>.+?)_\d+_assignsubmission_file_?$")
 
@@ -220,6 +244,7 @@ def _lms_collector_class():
 _LAZY_PREPROCESSORS = {
     "HideHiddenTests": _hide_hidden_tests_class,
     "StripSolutionMarkers": _strip_solution_markers_class,
+    "SanitizeStudentContent": _sanitize_student_content_class,
     "LmsCollector": _lms_collector_class,
 }
 

@@ -7,7 +7,8 @@ helpers, a shadowed builtin, an input transformer, a trace function, edited, del
 duplicated and renamed test cells, changed points, a faked set-up cell), broken files
 (corrupt JSON, wrong file name, wrong kernel) and attacks on the grader (writing outside the
 submission, reading the course's files and the gradebook, the network, digging hidden tests
-out of the kernel's history). ``tests/test_class_grading.py`` grades them together with
+out of the kernel's history) and attacks on the instructor's browser (script, ``<img onerror>``,
+SVG and JavaScript outputs, markup in a written answer and in a file name). ``tests/test_class_grading.py`` grades them together with
 honest submissions and checks each outcome: zero, or exactly the points its honest cells
 earn, and never an effect on another student.
 
@@ -268,6 +269,43 @@ for _ in range(4):
 time.sleep(30)
 '''
 
+# Markup that runs in the instructor's browser when a page shows it unsanitised (issue: the
+# Formgrader renders outputs and written answers in the Jupyter server's origin). Each payload
+# marks the page (its title) and tries to write a file through the server's API as the
+# instructor; tests/test_browser_views.py opens the pages in a real browser and checks that
+# neither happened.
+XSS_SCRIPT = ("document.title='PWNED {case}';"
+              "fetch('/api/contents/xss-proof-{case}.txt',{{method:'PUT',headers:{{'Content-Type':'application/json',"
+              "'X-XSRFToken':(document.cookie.match(/_xsrf=([^;]*)/)||[])[1]}},"
+              "body:JSON.stringify({{type:'file',format:'text',content:'written by a student'}})}})")
+
+
+def xss(case: str) -> str:
+    """The script payload of one case (names the case in the title it sets and the file it writes)."""
+    return XSS_SCRIPT.format(case=case)
+
+
+def _display(kind: str, payload: str) -> str:
+    """An answer suffix that displays ``payload`` as an output of MIME type ``kind``."""
+    return (f"\nfrom IPython.display import display\n"
+            f"display({{{kind!r}: {payload!r}, 'text/plain': 'a harmless picture'}}, raw=True)")
+
+
+def _escaped_attribute(code: str) -> str:
+    return code.replace("&", "&amp;").replace('"', "&quot;")
+
+
+XSS_CASES = {
+    "xss_script_output": lambda case: _display("text/html", f"<p>my results</p><script>{xss(case)}</script>"),
+    "xss_img_onerror_output": lambda case: _display(
+        "text/html", f'<img src="x" onerror="{_escaped_attribute(xss(case))}"><table><tr><td>1</td></tr></table>'),
+    "xss_svg_script_output": lambda case: _display(
+        "image/svg+xml", f'<svg xmlns="http://www.w3.org/2000/svg" onload="{_escaped_attribute(xss(case))}">'
+                         f'<script>{xss(case)}</script><circle cx="5" cy="5" r="4"/></svg>'),
+    "xss_javascript_output": lambda case: _display("application/javascript", xss(case)),
+}
+
+
 CASES: Dict[str, Case] = {
     # --- runaway code -------------------------------------------------------------------------
     "infinite_loop": Case(
@@ -390,6 +428,19 @@ CASES: Dict[str, Case] = {
     "exfiltrate_hidden": Case(
         "prints the kernel's history, linecache and hidden-test objects after a test ran",
         edited(_add_cell_after(TEST[1], _EXFILTRATE))),
+    # --- attacks on the instructor's browser (Formgrader, feedback) -----------------------------
+    **{case: Case(f"an answer displays markup that would run in the instructor's browser ({case[4:]})",
+                  answers(ex6_accuracy=_then("ex6_accuracy", payload(case))), notes=("made inert",))
+       for case, payload in XSS_CASES.items()},
+    "xss_written_answer": Case(
+        "a written answer (markdown) carries an <img onerror> and a javascript: link",
+        answers(q1_steps_per_epoch="About 135 steps. <img src=x onerror=\"{}\"> "
+                                   "[more](javascript:document.title='PWNED-link')".format(
+                                       _escaped_attribute(xss("xss_written_answer")))),
+        notes=("made inert",)),
+    "xss_file_name": Case(
+        "the notebook is saved under a file name that is markup",
+        answers(), file_name='<img src=x onerror="document.title=1">.ipynb', notes=("submitted as",)),
 }
 
 
