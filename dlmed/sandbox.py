@@ -31,7 +31,13 @@ Three levels of isolation (:func:`choose_isolation` picks the strongest availabl
     no other process (not the supervisor, which holds the hidden tests and runs as the same
     user) and counts its processes against ``RLIMIT_NPROC`` in that namespace only. The data
     folder is read-only to students (writes fail); the trusted reference run may write it.
-``basic`` (macOS, or Linux where neither of the above works)
+``seatbelt`` (macOS with ``sandbox-exec``; untested on a real Mac)
+    The supervisor and the kernel run under a Seatbelt profile (:func:`seatbelt_profile`)
+    that denies reading the hidden folders (the course root, the home folders, ...) except
+    the kept ones, all network access except the Unix sockets the kernel talks to the
+    supervisor over, and writing outside the sandbox's temporary folder. The kernel runs as
+    the grader's user and sees its other processes; there is no private ``/tmp``.
+``basic`` (anywhere the above do not work)
     The kernel runs in its own session in a private temporary working folder, with a scrubbed
     environment and the resource limits below. The file system and the network are *not*
     isolated: :func:`choose_isolation` says what the instructor can do about it.
@@ -137,8 +143,10 @@ def _loopback_up():
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags, b"\0" * 14))
 
 
+#: Isolations whose sandbox has a private ``/tmp`` of its own (the kernel's folders are there).
+_PRIVATE_TMP = ("namespaces", "bubblewrap")
 #: Every value of ``--isolation`` except ``auto``, strongest first.
-ISOLATIONS = ("namespaces", "bubblewrap", "basic")
+ISOLATIONS = ("namespaces", "bubblewrap", "seatbelt", "basic")
 
 _BASIC_WARNING = ("Grading continues with 'basic' isolation: time, memory, process and file-size limits "
                   "only. Student code runs as you: it can read your files (the hidden tests in source/, "
@@ -146,7 +154,7 @@ _BASIC_WARNING = ("Grading continues with 'basic' isolation: time, memory, proce
 
 
 def detect_isolation() -> str:
-    """The strongest isolation this machine allows: ``"namespaces"``, ``"bubblewrap"`` or ``"basic"``."""
+    """The strongest isolation this machine allows: one of :data:`ISOLATIONS`."""
     return choose_isolation()[0]
 
 
@@ -157,6 +165,14 @@ def choose_isolation() -> Tuple[str, str]:
     namespaces (as root too, when the first fails): ``bubblewrap``; otherwise ``basic``, and
     the reason then says what would make the stronger modes work.
     """
+    if sys.platform == "darwin":
+        problem = isolation_problem("seatbelt")
+        if problem is None:
+            return "seatbelt", ("macOS: each submission runs under a sandbox-exec (Seatbelt) profile that denies "
+                                "reading the course and home folders, the network, and writes outside its own "
+                                "folder; it still runs as you and sees your processes (README: What is enforced where)")
+        return "basic", (f"sandbox-exec cannot isolate submissions here: {problem}. {_BASIC_WARNING} To isolate "
+                         "submissions, grade on Linux (a server, a virtual machine or a container).")
     if not sys.platform.startswith("linux"):
         return "basic", (f"{sys.platform} has no Linux namespaces. {_BASIC_WARNING} To isolate "
                          "submissions, grade on Linux (a server, a virtual machine or a container).")
@@ -184,6 +200,8 @@ def isolation_problem(isolation: str) -> Optional[str]:
     """None when ``isolation`` works on this machine, else what went wrong (tried in a throw-away sandbox)."""
     if isolation == "basic":
         return None
+    if isolation == "seatbelt":
+        return _seatbelt_problem()
     if not sys.platform.startswith("linux"):
         return f"'{isolation}' needs Linux"
     if isolation == "namespaces":
@@ -237,8 +255,10 @@ def userns_advice() -> str:
     return "What you can do:\n" + "\n".join(f"  - {line}" for line in advice)
 
 
-def _probe(isolation: str) -> int:
-    """Exit status 0 when ``isolation``'s namespaces and mounts work here (run in a throw-away process)."""
+def _probe(isolation: str, args: List[str]) -> int:
+    """Exit status 0 when ``isolation``'s namespaces and mounts (or profile) work here (run in a throw-away process)."""
+    if isolation == "seatbelt":
+        return _probe_seatbelt(*args)
     try:
         if isolation == "bubblewrap":  # inside bwrap: what the launcher does for the kernel
             _enter_own_user_namespace()
@@ -338,6 +358,88 @@ def bubblewrap_command(hide: List[str], keep: List[str], binds: List[Tuple[str, 
     return command + ["--remount-ro", "/", "--chdir", "/tmp", "--"]
 
 
+def find_sandbox_exec() -> Optional[str]:
+    """Path of macOS's ``sandbox-exec``, or None (not macOS, or not there)."""
+    return shutil.which("sandbox-exec") if sys.platform == "darwin" else None
+
+
+def _sbpl_string(path: str) -> str:
+    return json.dumps(os.path.realpath(path))  # SBPL strings are quoted and escaped as in C (and JSON)
+
+
+def seatbelt_profile(hide: List[str], readable: List[str], writable: List[str]) -> str:
+    """A Seatbelt (``sandbox-exec``) profile: the kernel may not read ``hide`` (except ``readable``), use the
+    network (except Unix sockets in ``writable``, its connection to the supervisor) or write outside ``writable``.
+
+    Later rules win in Seatbelt, so the exceptions come after the rules they make exceptions to.
+    File metadata stays readable (Python looks at the folders above its own files).
+    """
+    def paths(folders):
+        return " ".join(f"(subpath {_sbpl_string(folder)})" for folder in folders)
+
+    rules = ["(version 1)", "(allow default)", "(deny network*)"]
+    if writable:
+        rules.append(f"(allow network* (local unix-socket {paths(writable)}) (remote unix-socket {paths(writable)}))")
+    rules.append("(deny file-write*)")
+    devices = " ".join(f"(literal {_sbpl_string(device)})" for device in ("/dev/null", "/dev/zero", "/dev/dtracehelper"))
+    rules.append(f"(allow file-write* {devices}{' ' + paths(writable) if writable else ''})")
+    if hide:
+        rules.append(f"(deny file-read* {paths(hide)})")
+        rules.append("(allow file-read-metadata)")
+    if readable:
+        rules.append(f"(allow file-read* {paths(readable)})")
+    return "\n".join(rules) + "\n"
+
+
+def _seatbelt_problem() -> Optional[str]:
+    """None when a Seatbelt profile isolates as promised here (tried with a throw-away process), else why not."""
+    sandbox_exec = find_sandbox_exec()
+    if sandbox_exec is None:
+        return "'seatbelt' needs macOS with sandbox-exec" if sys.platform != "darwin" else "sandbox-exec is not on PATH"
+    base, hidden = tempfile.mkdtemp(prefix="dlmed-"), tempfile.mkdtemp(prefix="dlmed-hidden-")
+    try:
+        Path(hidden, "secret").write_text("secret")
+        profile = seatbelt_profile([hidden], python_paths(), [base])
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            command = [sandbox_exec, "-p", profile, sys.executable, "-m", "dlmed.sandbox", "--probe", "seatbelt",
+                       base, hidden, str(server.getsockname()[1])]
+            probe = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{type(error).__name__}: {error}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(hidden, ignore_errors=True)
+    if probe.returncode == 0:
+        return None
+    lines = [line for line in (probe.stderr or probe.stdout).strip().splitlines() if line.strip()]
+    return "the profile did not hold: " + (lines[-1] if lines else f"exit status {probe.returncode}")
+
+
+def _probe_seatbelt(base: str, hidden: str, port: str) -> int:
+    """Under the profile: a Unix socket in ``base`` works; reading ``hidden``, TCP to ``port`` and writing outside fail."""
+    failures = []
+    path = os.path.join(base, "probe.sock")
+    try:
+        with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as client:
+            listener.bind(path)
+            listener.listen(1)
+            client.connect(path)
+    except OSError as error:
+        failures.append(f"a Unix socket in the sandbox's folder failed ({error})")
+    attempts = {"read a hidden file": lambda: Path(hidden, "secret").read_text(),
+                "wrote outside the sandbox's folder": lambda: Path(hidden, "written").write_text("x"),
+                "connected to the loopback": lambda: socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            failures.append(what)
+        except OSError:
+            pass
+    if failures:
+        print("; ".join(failures), file=sys.stderr)
+    return 1 if failures else 0
+
+
 # --- the host side -------------------------------------------------------------------------
 
 _running = set()
@@ -367,6 +469,17 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
         submission_copy = _copy_submission(job["copy_from"])
         command = _bubblewrap_supervisor_command(job, submission_copy) + command
         job = dict(job, copy_from=_BUBBLEWRAP_SUBMISSION if submission_copy else None)
+    elif job["isolation"] == "seatbelt":
+        # The profile names the sandbox's folder, so the host makes it; the submission's files
+        # are copied there (the kernel may not read the course folder).
+        base = tempfile.mkdtemp(prefix="dlmed-")
+        submission_copy = base
+        copy = _copy_submission(job["copy_from"])
+        if copy:
+            shutil.move(copy, os.path.join(base, "submission"))
+        command = [find_sandbox_exec() or "sandbox-exec", "-p", _seatbelt_supervisor_profile(job, base)] + command
+        job = dict(job, base=base, grader_pid=os.getpid(),
+                   copy_from=os.path.join(base, "submission") if copy else None)
     else:
         job = dict(job, grader_pid=os.getpid())
     supervisor = subprocess.Popen(
@@ -414,6 +527,13 @@ def _bubblewrap_supervisor_command(job: dict, submission_copy: Optional[str]) ->
     if job.get("font_cache") and os.path.isfile(job["font_cache"]):
         binds.append((job["font_cache"], job["font_cache"], False))
     return bubblewrap_command(job["hide"], job["keep"], binds, job["limits"]["tmp_bytes"])
+
+
+def _seatbelt_supervisor_profile(job: dict, base: str) -> str:
+    """The Seatbelt profile of one sandbox: its folder writable, Python, dlmed and the data folder readable."""
+    readable = job["keep"] + [job["data_dir"], base] + ([job["font_cache"]] if job.get("font_cache") else [])
+    writable = [base] + ([job["data_dir"]] if job["data_writable"] else [])
+    return seatbelt_profile(job["hide"], readable, writable)
 
 
 def _supervisor_env() -> Dict[str, str]:
@@ -533,6 +653,8 @@ def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
     """Create the kernel's working folder, home and config folders; copy the submission's files in."""
     if job["isolation"] == "basic":
         base = Path(tempfile.mkdtemp(prefix="dlmed-sandbox-"))
+    elif job["isolation"] == "seatbelt":
+        base = Path(job["base"])  # made by the host: the profile names it
     else:
         base = Path("/tmp")  # private to the sandbox
     folders = {name: base / name for name in ("work", "home", "mplconfig", "ipython")}
@@ -556,7 +678,7 @@ def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
 def _kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
     env = dict(job["env"])
     env.update({
-        "HOME": folders["home"], "TMPDIR": folders["base"] if job["isolation"] == "basic" else "/tmp",
+        "HOME": folders["home"], "TMPDIR": "/tmp" if job["isolation"] in _PRIVATE_TMP else folders["base"],
         "MPLCONFIGDIR": folders["mplconfig"], "IPYTHONDIR": folders["ipython"],
         "DLMED_DATA": job["data_dir"], "PYTHONDONTWRITEBYTECODE": "1",
     })
@@ -590,6 +712,8 @@ def supervise(job: dict) -> dict:
         os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(folders["base"], "runtime")
     limits = job["limits"]
     km = SandboxKernelManager(kernel_name="python3")
+    if isolation == "seatbelt":  # the profile allows Unix sockets in the sandbox's folder, no TCP at all
+        km.transport, km.ip = "ipc", os.path.join(folders["base"], "k")
     km.launcher = [sys.executable, "-m", "dlmed.sandbox", "--launch",
                    json.dumps({"isolation": isolation, "uid": job["uid"], "limits": limits, "parent": os.getpid()}), "--"]
     notebook = from_dict(job["notebook"])
@@ -599,7 +723,7 @@ def supervise(job: dict) -> dict:
                    annotations=job.get("annotations", {}), guard_modules=job.get("guard_modules"))
     error = None
     # The kernel's own stderr (not the cells'): start-up failures show there.
-    kernel_log_path = Path(folders["base"]) / ("kernel-stderr.log" if isolation == "basic" else ".dlmed/kernel-stderr.log")
+    kernel_log_path = Path(folders["base"]) / (".dlmed/kernel-stderr.log" if isolation in _PRIVATE_TMP else "kernel-stderr.log")
     try:
         with open(kernel_log_path, "wb") as kernel_log:
             executor.run(km, cwd=folders["work"], env=_kernel_env(job, folders),
@@ -608,7 +732,7 @@ def supervise(job: dict) -> dict:
         tail = kernel_log_path.read_bytes()[-2000:].decode(errors="replace") if kernel_log_path.exists() else ""
         error = f"{type(failure).__name__}: {failure}" + (f"\nkernel stderr:\n{tail}" if tail.strip() else "")
     finally:
-        if isolation == "basic":
+        if isolation in ("basic", "seatbelt"):
             shutil.rmtree(folders["base"], ignore_errors=True)
         elif isolation == "namespaces" and job["data_writable"]:
             _commit_data(Path("/tmp/.dlmed"))  # with bubblewrap the trusted run writes the real folder
@@ -666,7 +790,7 @@ def launch(settings: dict, command: List[str]):
         if select.select([launcher_alive], [], [], 0)[0]:
             os._exit(1)  # end of file: the launcher died before the signal was set
         os.close(launcher_alive)
-    if isolation == "basic" and os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
+    if isolation in ("basic", "seatbelt") and os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
         # Counts all of this user's processes: allow what runs already plus the limit.
         running = sum(1 for _ in Path("/proc").glob("[0-9]*")) if os.path.isdir("/proc") else 512
         resource.setrlimit(resource.RLIMIT_NPROC, (running + limits["max_processes"],) * 2)
@@ -699,7 +823,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of ``python -m dlmed.sandbox`` (supervisor, ``--launch`` or ``--probe ISOLATION``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--probe"]:
-        return _probe(argv[1])
+        return _probe(argv[1], argv[2:])
     if argv[:1] == ["--launch"]:
         launch(json.loads(argv[1]), argv[3:])
         return 1  # exec failed
