@@ -201,7 +201,7 @@ DEMONSTRATED = {
     "no network": ["test_no_network_not_even_the_grading_machines_loopback"],
     "no other students' files, gradebook, `source/`, hidden tests": [
         "test_course_files_other_students_and_gradebook_are_hidden", "test_the_kernel_sees_no_other_process"],
-    "writes outside the submission": ["test_nothing_written_outside_the_submission"],
+    "no writes outside the submission": ["test_nothing_written_outside_the_submission"],
 }
 #: Rows no test here can show (file-size limits are shown for every mode in tests/test_sandbox.py).
 SHOWN_ELSEWHERE = {"file size": "tests/test_sandbox.py::test_memory_and_file_size_limits"}
