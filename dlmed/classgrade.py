@@ -444,12 +444,13 @@ class ClassGrader:
         """(isolation, why it was chosen); an explicitly asked-for isolation that cannot work here is an error."""
         if self.settings.isolation == "auto":
             return sandbox.choose_isolation()
-        problem = sandbox.isolation_problem(self.settings.isolation)
+        asked = self.settings.isolation
+        problem = sandbox.isolation_problem(asked)
         if problem:
-            raise course.CourseError(f"--isolation {self.settings.isolation} does not work here: {problem}.\n"
-                                     f"{sandbox.userns_advice()}\nOr leave --isolation out: the grader then "
-                                     f"uses the strongest isolation that works.")
-        return self.settings.isolation, "asked for with --isolation"
+            advice = sandbox.userns_advice() + "\n" if asked == "bubblewrap" else ""
+            raise course.CourseError(f"--isolation {asked} does not work here: {problem}.\n{advice}"
+                                     f"Or leave --isolation out: the grader then uses the strongest isolation that works.")
+        return asked, "asked for with --isolation" + (f". {sandbox.BASIC_WARNING}" if asked == "basic" else "")
 
     def _data_dir(self) -> Path:
         from dlmed.data import data_dir
@@ -733,7 +734,7 @@ class ClassGrader:
             self.uids.put(sandbox.SANDBOX_UID_BASE + 1 + slot)
         self._log(f"isolation: {self.isolation}: {self.isolation_reason}")
         self._log(f"grading {len(students)} submissions of {self.lab} with {settings.jobs} parallel kernels; "
-                  f"isolation: {self.isolation}; limits: {settings.limits.describe()}")
+                  f"limits: {settings.limits.describe()}")
         _say(f"Isolation '{self.isolation}': {self.isolation_reason}")
         if self.isolation == "basic":
             print("WARNING: student code is not isolated from your files and the network ('basic' isolation).",

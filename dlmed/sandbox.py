@@ -6,7 +6,7 @@ the student's kernel through a small *launcher* (``python -m dlmed.sandbox --lau
 executes the notebook with :class:`dlmed.executor.GuardedExecute`; the executed notebook
 comes back on the supervisor's standard output, which the kernel cannot reach.
 
-Three levels of isolation (:func:`choose_isolation` picks the strongest available and says why):
+Four levels of isolation (:func:`choose_isolation` picks the strongest available and says why):
 
 ``namespaces`` (Linux, grader run as root, e.g. a course server or a container)
     The supervisor enters new mount, network and PID namespaces. It mounts private, empty
@@ -148,7 +148,8 @@ _PRIVATE_TMP = ("namespaces", "bubblewrap")
 #: Every value of ``--isolation`` except ``auto``, strongest first.
 ISOLATIONS = ("namespaces", "bubblewrap", "seatbelt", "basic")
 
-_BASIC_WARNING = ("Grading continues with 'basic' isolation: time, memory, process and file-size limits "
+#: What the instructor is told whenever submissions are graded with ``basic`` isolation.
+BASIC_WARNING = ("Grading continues with 'basic' isolation: time, memory, process and file-size limits "
                   "only. Student code runs as you: it can read your files (the hidden tests in source/, "
                   "other students' submissions, the gradebook) and use the network.")
 
@@ -171,10 +172,10 @@ def choose_isolation() -> Tuple[str, str]:
             return "seatbelt", ("macOS: each submission runs under a sandbox-exec (Seatbelt) profile that denies "
                                 "reading the course and home folders, the network, and writes outside its own "
                                 "folder; it still runs as you and sees your processes (README: What is enforced where)")
-        return "basic", (f"sandbox-exec cannot isolate submissions here: {problem}. {_BASIC_WARNING} To isolate "
+        return "basic", (f"sandbox-exec cannot isolate submissions here: {problem}. {BASIC_WARNING} To isolate "
                          "submissions, grade on Linux (a server, a virtual machine or a container).")
     if not sys.platform.startswith("linux"):
-        return "basic", (f"{sys.platform} has no Linux namespaces. {_BASIC_WARNING} To isolate "
+        return "basic", (f"{sys.platform} has no Linux namespaces. {BASIC_WARNING} To isolate "
                          "submissions, grade on Linux (a server, a virtual machine or a container).")
     root_problem = ""
     if os.geteuid() == 0:
@@ -188,7 +189,7 @@ def choose_isolation() -> Tuple[str, str]:
         return "bubblewrap", (f"{root_problem}bubblewrap ({find_bubblewrap()}) can create unprivileged user "
                               "namespaces here: each submission gets its own user, mount, network and PID "
                               "namespaces, with the course and the home folders hidden")
-    return "basic", f"{root_problem}bubblewrap cannot isolate submissions here: {problem}. {_BASIC_WARNING}\n{userns_advice()}"
+    return "basic", f"{root_problem}bubblewrap cannot isolate submissions here: {problem}. {BASIC_WARNING}\n{userns_advice()}"
 
 
 def find_bubblewrap() -> Optional[str]:
@@ -215,6 +216,11 @@ def isolation_problem(isolation: str) -> Optional[str]:
                                                                         "--probe", "bubblewrap"]
     else:
         return f"unknown isolation {isolation!r}; choose one of {', '.join(ISOLATIONS)}"
+    return _run_probe(command)
+
+
+def _run_probe(command: List[str]) -> Optional[str]:
+    """Run a probe (``python -m dlmed.sandbox --probe ...`` in its sandbox): None if it passed, else its last words."""
     try:
         probe = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
                                env=_supervisor_env())
@@ -401,18 +407,14 @@ def _seatbelt_problem() -> Optional[str]:
         Path(hidden, "secret").write_text("secret")
         profile = seatbelt_profile([hidden], python_paths(), [base])
         with socket.create_server(("127.0.0.1", 0)) as server:
-            command = [sandbox_exec, "-p", profile, sys.executable, "-m", "dlmed.sandbox", "--probe", "seatbelt",
-                       base, hidden, str(server.getsockname()[1])]
-            probe = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return f"{type(error).__name__}: {error}"
+            problem = _run_probe([sandbox_exec, "-p", profile, sys.executable, "-m", "dlmed.sandbox", "--probe",
+                                  "seatbelt", base, hidden, str(server.getsockname()[1])])
+    except OSError as error:
+        problem = f"{type(error).__name__}: {error}"
     finally:
         shutil.rmtree(base, ignore_errors=True)
         shutil.rmtree(hidden, ignore_errors=True)
-    if probe.returncode == 0:
-        return None
-    lines = [line for line in (probe.stderr or probe.stdout).strip().splitlines() if line.strip()]
-    return "the profile did not hold: " + (lines[-1] if lines else f"exit status {probe.returncode}")
+    return problem and f"the profile did not hold: {problem}"
 
 
 def _probe_seatbelt(base: str, hidden: str, port: str) -> int:
@@ -462,24 +464,21 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
     """
     started = time.monotonic()
     command = [sys.executable, "-m", "dlmed.sandbox"]
-    submission_copy = None
+    host_folder = None  # made on the host for this sandbox, removed afterwards
+    # With bubblewrap and seatbelt the supervisor cannot read the course folder (nor the
+    # sanitized notebook there, which holds the hidden tests): it gets a copy of the
+    # submission's other files.
     if job["isolation"] == "bubblewrap":
-        # The supervisor cannot see the course (nor the sanitized notebook, which holds the hidden
-        # tests): it gets a copy of the submission's other files. Its parent is bwrap's, not us.
-        submission_copy = _copy_submission(job["copy_from"])
-        command = _bubblewrap_supervisor_command(job, submission_copy) + command
-        job = dict(job, copy_from=_BUBBLEWRAP_SUBMISSION if submission_copy else None)
+        host_folder = tempfile.mkdtemp(prefix="dlmed-submission-")
+        copied = _copy_submission(job["copy_from"], host_folder)
+        command = _bubblewrap_supervisor_command(job, copied) + command
+        # No grader_pid: the supervisor's parent is bwrap's init, which dies with us (--die-with-parent).
+        job = dict(job, copy_from=_BUBBLEWRAP_SUBMISSION if copied else None)
     elif job["isolation"] == "seatbelt":
-        # The profile names the sandbox's folder, so the host makes it; the submission's files
-        # are copied there (the kernel may not read the course folder).
-        base = tempfile.mkdtemp(prefix="dlmed-")
-        submission_copy = base
-        copy = _copy_submission(job["copy_from"])
-        if copy:
-            shutil.move(copy, os.path.join(base, "submission"))
-        command = [find_sandbox_exec() or "sandbox-exec", "-p", _seatbelt_supervisor_profile(job, base)] + command
-        job = dict(job, base=base, grader_pid=os.getpid(),
-                   copy_from=os.path.join(base, "submission") if copy else None)
+        host_folder = tempfile.mkdtemp(prefix="dlmed-")  # the sandbox's folder: the profile names it
+        copied = _copy_submission(job["copy_from"], os.path.join(host_folder, "submission"))
+        command = [find_sandbox_exec() or "sandbox-exec", "-p", _seatbelt_supervisor_profile(job, host_folder)] + command
+        job = dict(job, base=host_folder, grader_pid=os.getpid(), copy_from=copied)
     else:
         job = dict(job, grader_pid=os.getpid())
     supervisor = subprocess.Popen(
@@ -499,8 +498,8 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
     finally:
         with _running_lock:
             _running.discard(supervisor)
-        if submission_copy:
-            shutil.rmtree(submission_copy, ignore_errors=True)
+        if host_folder:
+            shutil.rmtree(host_folder, ignore_errors=True)
     try:
         answer = json.loads(out.decode())
     except ValueError:
@@ -510,13 +509,12 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
     return SandboxResult(**answer)
 
 
-def _copy_submission(folder: Optional[str]) -> Optional[str]:
-    """A private copy of a submission folder's files other than notebooks (for the bubblewrap sandbox)."""
+def _copy_submission(folder: Optional[str], target: str) -> Optional[str]:
+    """Copy a submission folder's files other than notebooks to ``target``; return it (None: nothing to copy)."""
     if not folder or not os.path.isdir(folder):
         return None
-    copy = tempfile.mkdtemp(prefix="dlmed-submission-")
-    shutil.copytree(folder, copy, dirs_exist_ok=True, symlinks=True, ignore=_NOT_COPIED)
-    return copy
+    shutil.copytree(folder, target, dirs_exist_ok=True, symlinks=True, ignore=_NOT_COPIED)
+    return target
 
 
 def _bubblewrap_supervisor_command(job: dict, submission_copy: Optional[str]) -> List[str]:

@@ -340,6 +340,7 @@ def test_basic_isolation_still_enforces_limits(tmp_path_factory, grading_data_di
     completed = run_grade(workspace, "--isolation", "basic", "--no-feedback", *hostile.LIMITS)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "isolation 'basic'" in completed.stdout, completed.stdout[-1000:]
+    assert "WARNING: student code is not isolated" in completed.stderr, completed.stderr[-1000:]
     results = journal(workspace)
     assert points(results["alternative_correct"]) == {c: float(p) for c, p in lab1.FULL_MARKS.items()}
     for case in ("infinite_loop", "memory_bomb", "os_exit"):

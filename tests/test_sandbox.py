@@ -397,3 +397,15 @@ def test_seatbelt_sandbox_runs_a_notebook_with_a_stand_in_for_sandbox_exec(tmp_p
     work = text.split("TRANSPORT ipc ")[1].split()[0]
     assert "(allow file-write* " in profile and f'(subpath "{os.path.dirname(work)}")' in profile, (work, profile)
     assert not os.path.exists(work), "the sandbox's folder should be removed afterwards"
+
+
+def test_an_isolation_asked_for_that_does_not_work_stops_the_grader(tmp_path, monkeypatch):
+    """``--isolation bubblewrap`` where bwrap fails: an error with what to do, not a class graded without isolation."""
+    monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: "bwrap: setting up uid map: Permission denied")
+    grader = classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="bubblewrap"))
+    with pytest.raises(classgrade.course.CourseError, match="does not work here: bwrap: setting up uid map") as error:
+        grader._isolation()
+    assert "What you can do" in str(error.value) and "leave --isolation out" in str(error.value), str(error.value)
+    monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: None)
+    assert classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="basic"))._isolation() == (
+        "basic", f"asked for with --isolation. {sandbox.BASIC_WARNING}")
