@@ -212,7 +212,7 @@ def readme_table() -> dict:
     text = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     block = text.split("**What is enforced where**")[1].split("\n\n")[1]
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in block.splitlines() if line.startswith("|")]
-    header, body = rows[0], [row for row in rows[2:]]
+    header, body = rows[0], rows[2:]
     return {row[0]: dict(zip(header[1:], row[1:])) for row in body}
 
 
