@@ -23,13 +23,12 @@ import sys
 import uuid
 from pathlib import Path
 
-import nbformat
 import pytest
 
 from dlmed import course
 from tests.conftest import PROJECT_ROOT
 from tests.submissions import hostile, lab1
-from tests.test_class_grading import LAB, NAME, _CountingServer, journal, points, submit
+from tests.test_class_grading import LAB, NAME, _CountingServer, _outputs, journal, points, submit
 
 slow = pytest.mark.slow  # every test but the README check grades a class
 
@@ -91,12 +90,6 @@ def ordinary_user():
 def _user_env(account) -> dict:
     return {"HOME": account.pw_dir, "USER": account.pw_name, "LANG": "C.UTF-8",
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])}
-
-
-def _outputs(workspace: Path, student: str) -> str:
-    notebook = nbformat.read(str(workspace / "autograded" / student / LAB / NAME), as_version=4)
-    return "\n".join(str(o.get("text", "")) + str(o.get("evalue", "")) for c in notebook.cells if c.cell_type == "code"
-                     for o in c.get("outputs", []))
 
 
 @pytest.fixture(scope="module")
