@@ -441,10 +441,17 @@ class ClassGrader:
         with open(self.folder / "grade.log", "a", encoding="utf-8") as log:
             log.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {message}\n")
 
-    def _isolation(self) -> str:
-        if self.settings.isolation != "auto":
-            return self.settings.isolation
-        return sandbox.detect_isolation()
+    def _isolation(self) -> Tuple[str, str]:
+        """(isolation, why it was chosen); an explicitly asked-for isolation that cannot work here is an error."""
+        if self.settings.isolation == "auto":
+            return sandbox.choose_isolation()
+        asked = self.settings.isolation
+        problem = sandbox.isolation_problem(asked)
+        if problem:
+            advice = sandbox.userns_advice() + "\n" if asked == "bubblewrap" else ""
+            raise course.CourseError(f"--isolation {asked} does not work here: {problem}.\n{advice}"
+                                     f"Or leave --isolation out: the grader then uses the strongest isolation that works.")
+        return asked, "asked for with --isolation" + (f". {sandbox.BASIC_WARNING}" if asked == "basic" else "")
 
     def _data_dir(self) -> Path:
         from dlmed.data import data_dir
@@ -721,7 +728,7 @@ class ClassGrader:
         self.lab_info = load_lab(self.db_url, self.root, self.lab)
         students = self.students()
         self.in_gradebook = self._students_in_gradebook()
-        self.isolation = self._isolation()
+        self.isolation, self.isolation_reason = self._isolation()
         self.data_dir = self._data_dir()
         self.layout = self._sandbox_layout()
         self.kernel_env = self._kernel_env()
@@ -730,8 +737,13 @@ class ClassGrader:
         self.uids = queue.Queue()
         for slot in range(settings.jobs):
             self.uids.put(sandbox.SANDBOX_UID_BASE + 1 + slot)
+        self._log(f"isolation: {self.isolation}: {self.isolation_reason}")
         self._log(f"grading {len(students)} submissions of {self.lab} with {settings.jobs} parallel kernels; "
-                  f"isolation: {self.isolation}; limits: {settings.limits.describe()}")
+                  f"limits: {settings.limits.describe()}")
+        _say(f"Isolation '{self.isolation}': {self.isolation_reason}")
+        if self.isolation == "basic":
+            print("WARNING: student code is not isolated from your files and the network ('basic' isolation).",
+                  file=sys.stderr, flush=True)
         _say(f"Grading {len(students)} submissions of {self.lab}: {settings.jobs} at a time, "
              f"isolation '{self.isolation}', {settings.limits.describe()}.")
         if settings.check_reference and students:
@@ -824,7 +836,8 @@ def grade_class(root: Path, settings: GradeSettings) -> List[StudentResult]:
             course.run_nbgrader(["generate_feedback", settings.lab, "--force"], root,
                                 log_name=str(grader.folder / "feedback.log"))
         paths = report.write_report(grader.folder, grader.lab_info, outcomes, seconds=seconds,
-                                    isolation=grader.isolation, limits=settings.limits, jobs=settings.jobs)
+                                    isolation=grader.isolation, isolation_reason=grader.isolation_reason,
+                                    limits=settings.limits, jobs=settings.jobs)
         _say(report.summary(grader.lab_info, outcomes, seconds))
         _say(f"Report: {paths['html']} (scores: {paths['csv']})")
         return outcomes

@@ -72,7 +72,7 @@ def _hide_hidden_tests_class():
         """Remove hidden tests from a notebook students will see (solutions, feedback).
 
         nbgrader's ``generate_solution`` and ``generate_feedback`` keep hidden tests. This
-        preprocessor removes the ``### BEGIN/END HIDDEN TESTS`` regions and, in cells that
+        preprocessor removes the ``### BEGIN/END HIDDEN TESTS`` regions of test cells and, in cells that
         had one, shortens error tracebacks to their last line (``AssertionError: message``)
         because a traceback quotes the source lines around the failing assert. A student's
         later cell could also print hidden test code it dug out of the kernel (the class
@@ -91,8 +91,14 @@ def _hide_hidden_tests_class():
             return nb, resources
 
         def preprocess_cell(self, cell, resources, cell_index):
+            # Hidden tests live only in autograded test cells (nbgrader refuses them elsewhere when
+            # it generates the lab). Anywhere else the marker text is a student's own writing: left
+            # alone, it can neither cut their answer nor stop feedback ("No end hidden tests
+            # statement found", which nbgrader raises for a begin marker without an end).
+            if not is_graded_test_cell(cell):
+                return cell, resources
             removed = self._remove_hidden_test_region(cell)
-            if removed and cell.cell_type == "code":
+            if removed:
                 for output in cell.get("outputs", []):
                     if output.get("output_type") == "error":
                         output["traceback"] = [f"{output.get('ename')}: {output.get('evalue')}"]
@@ -124,6 +130,9 @@ def _hidden_lines(nb) -> List[str]:
     """Hidden-test lines of ``nb`` worth scrubbing: 15+ characters and in no visible code."""
     hidden, visible = set(), []
     for cell in nb.cells:
+        if not is_graded_test_cell(cell):
+            visible.append(cell.source)
+            continue
         shown, region = split_hidden_tests(cell.source)
         hidden.update(line.strip() for line in region.splitlines() if len(line.strip()) >= 15)
         visible.append(shown)

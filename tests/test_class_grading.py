@@ -210,6 +210,8 @@ def test_attacks_on_the_grader_left_no_trace(class_run):
     network = _outputs(workspace, "network")
     assert "CONNECTED?" not in network and network.count("BLOCKED") == 3, f"network output: {network[-2000:]}"
     assert class_run.connections == 0, f"{class_run.connections} connections reached the grading machine's server"
+    spy = _outputs(workspace, "spies_on_grader")
+    assert "OTHERS 0 processes" in spy and "OPENED" not in spy, f"spies_on_grader output: {spy[-2000:]}"
 
 
 def test_feedback_for_every_graded_student_without_hidden_tests(class_run):
@@ -227,7 +229,9 @@ def test_feedback_for_every_graded_student_without_hidden_tests(class_run):
         text = _squash(BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").get_text())
         own = _squash(_readable_text(next((workspace / "submitted" / student / LAB).glob("*.ipynb"))))
         leaked = [line for line in secret if _squash(line) in text and _squash(line) not in own]
-        assert "HIDDENTESTS" not in text and not leaked, f"{student}'s feedback shows hidden tests: {leaked[:3]}"
+        # A marker counts only where the student did not write it (hostile case hidden_marker_in_answer).
+        marker = "HIDDENTESTS" in text and "HIDDENTESTS" not in own
+        assert not marker and not leaked, f"{student}'s feedback shows hidden tests: {leaked[:3]}"
 
 
 def test_nbgrader_export_reads_the_gradebook(class_run):
@@ -336,6 +340,7 @@ def test_basic_isolation_still_enforces_limits(tmp_path_factory, grading_data_di
     completed = run_grade(workspace, "--isolation", "basic", "--no-feedback", *hostile.LIMITS)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "isolation 'basic'" in completed.stdout, completed.stdout[-1000:]
+    assert "WARNING: student code is not isolated" in completed.stderr, completed.stderr[-1000:]
     results = journal(workspace)
     assert points(results["alternative_correct"]) == {c: float(p) for c, p in lab1.FULL_MARKS.items()}
     for case in ("infinite_loop", "memory_bomb", "os_exit"):

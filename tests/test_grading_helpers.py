@@ -48,6 +48,29 @@ def test_hide_hidden_tests_scrubs_hidden_lines_quoted_by_other_cells():
     assert "my output" in text and "visible_check()" in text and "removed by the grader" in text, text
 
 
+def _answer_cell(source, cell_type="code"):
+    maker = nbformat.v4.new_code_cell if cell_type == "code" else nbformat.v4.new_markdown_cell
+    cell = maker(source)
+    cell.metadata["nbgrader"] = {"grade": cell_type == "markdown", "solution": True, "locked": False,
+                                 "grade_id": f"answer_{cell_type}", "points": 1}
+    return cell
+
+
+@pytest.mark.parametrize("answer, cell_type", [
+    ("x = 1  # ### BEGIN HIDDEN TESTS", "code"),  # a begin marker without end: nbgrader raises
+    ('s = """\n### BEGIN HIDDEN TESTS\n"""', "code"),
+    ("note = '### BEGIN HIDDEN TESTS'\n### END HIDDEN TESTS\ny = 2", "code"),  # a region outside a test cell
+    ("My answer mentions ### BEGIN HIDDEN TESTS.", "markdown"),  # a written (graded) answer
+])
+def test_hide_hidden_tests_leaves_students_markers_alone(answer, cell_type):
+    """Marker text in a student's answer neither stops feedback nor is cut out; the test cell's region still goes."""
+    hidden = "visible_check()\n### BEGIN HIDDEN TESTS\nsecret_check(42)\n### END HIDDEN TESTS"
+    notebook = nbformat.v4.new_notebook(cells=[_answer_cell(answer, cell_type), _test_cell(hidden)])
+    notebook, _ = grading.HideHiddenTests().preprocess(notebook, {})
+    assert notebook.cells[0].source == answer, f"the student's answer was changed: {notebook.cells[0].source!r}"
+    assert "secret_check" not in notebook.cells[1].source, notebook.cells[1].source
+
+
 @pytest.mark.parametrize("text, ignored", [
     ("epoch 1/3: 100%|##########| 4/4 [00:00<00:00, 12.3it/s]\n", True),
     ("/x/site-packages/torch/nn/modules/module.py:12: UserWarning: something\n  warnings.warn(\n", True),

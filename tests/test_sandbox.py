@@ -327,3 +327,85 @@ def test_lms_file_names(path, expected):
     """Student ids from Canvas, Moodle and folder-per-student zip exports."""
     found = lms_submission(path)
     assert (found and (found["student_id"], found["file_id"])) == expected, f"{path}: expected {expected}, got {found}"
+
+
+# --- choosing the isolation, and the bubblewrap and Seatbelt sandboxes' set-up ----------------------
+
+
+def test_without_bubblewrap_the_grader_says_what_to_do(monkeypatch):
+    """Linux, no root, no bwrap: 'basic', with the warning and how to get the isolation (package, sysctl, container)."""
+    monkeypatch.setattr(sandbox.sys, "platform", "linux")
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sandbox, "find_bubblewrap", lambda: None)
+    isolation, reason = sandbox.choose_isolation()
+    assert isolation == "basic", isolation
+    for phrase in ("bwrap (package bubblewrap) is not installed", "it can read your files", "sudo apt install bubblewrap",
+                   "sudo dnf install bubblewrap", "run the grader as root"):
+        assert phrase in reason, f"expected {phrase!r} in the reason, got:\n{reason}"
+
+
+def test_userns_advice_names_the_setting_that_refuses(monkeypatch):
+    """Where a sysctl or Ubuntu's AppArmor restriction refuses user namespaces, the advice names that setting."""
+    settings = {"/proc/sys/kernel/unprivileged_userns_clone": "0", "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1"}
+    monkeypatch.setattr(sandbox, "_read_setting", settings.get)
+    advice = sandbox.userns_advice()
+    assert "kernel.unprivileged_userns_clone=1" in advice and "kernel.apparmor_restrict_unprivileged_userns=0" in advice, advice
+
+
+def test_bubblewrap_command_hides_before_it_shows(tmp_path):
+    """Hidden folders are covered before kept ones are bound into them, made read-only last; /home and /run are never bound."""
+    command = sandbox.bubblewrap_command(["/home", "/srv/course"], ["/home/me/.venv"], [("/data", "/data", False)], 2**20)
+    pairs = list(zip(command, command[1:]))
+    for flag in ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"):
+        assert flag in command, f"{flag} missing: {command}"
+    cover, show = pairs.index(("--tmpfs", "/home")), pairs.index(("--ro-bind", "/home/me/.venv"))
+    assert cover < show < pairs.index(("--remount-ro", "/home")), command
+    assert ("--ro-bind", "/data") in pairs and ("--size", str(2**20)) in pairs, command
+    bound = [target for flag, target in pairs if flag in ("--bind", "--ro-bind", "--dev-bind")]
+    assert not [t for t in bound if t in ("/", "/home", "/run", "/root", "/srv/course")], f"bound: {bound}"
+    assert command[-3:] == ["--chdir", "/tmp", "--"] and ("--remount-ro", "/") in pairs, command
+
+
+def test_seatbelt_profile_denies_reads_network_and_writes():
+    """The macOS profile: hidden folders unreadable except kept ones, no network but the sandbox's sockets, writes only there."""
+    profile = sandbox.seatbelt_profile(["/Users"], ["/Users/me/.venv"], ["/private/tmp/box"])
+    lines = profile.splitlines()
+    assert lines[:3] == ["(version 1)", "(allow default)", "(deny network*)"], lines
+    deny_read = lines.index('(deny file-read* (subpath "/Users"))')
+    assert lines.index('(allow file-read* (subpath "/Users/me/.venv"))') > deny_read, lines
+    assert lines.index("(deny file-write*)") < next(i for i, line in enumerate(lines) if line.startswith("(allow file-write*")), lines
+    assert '(remote unix-socket (subpath "/private/tmp/box"))' in profile and "(allow network*)" not in profile, profile
+
+
+def test_seatbelt_sandbox_runs_a_notebook_with_a_stand_in_for_sandbox_exec(tmp_path, monkeypatch):
+    """The seatbelt mode's plumbing (profile, its own folder, the kernel over Unix sockets) works; sandbox-exec is replaced
+    by a script that records the profile and runs the command, since only macOS has the real one."""
+    recorded = tmp_path / "profile.sb"
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "sandbox-exec").write_text(f'#!/bin/sh\nprintf "%s" "$2" > {recorded}\nshift 2\nexec "$@"\n')
+    (bin_folder / "sandbox-exec").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "course").mkdir()
+    probe = "from ipykernel.kernelapp import IPKernelApp\nimport os\nprint('TRANSPORT', IPKernelApp.instance().transport, os.getcwd())"
+    result = run_cells([new_code_cell(probe)], tmp_path, "seatbelt")
+    text = outputs(result.notebook.cells[0])
+    assert "TRANSPORT ipc" in text, text
+    profile = recorded.read_text()
+    deny_read = next(line for line in profile.splitlines() if line.startswith("(deny file-read*"))
+    assert f'(subpath "{tmp_path / "course"}")' in deny_read and "(deny network*)" in profile, profile
+    work = text.split("TRANSPORT ipc ")[1].split()[0]
+    assert "(allow file-write* " in profile and f'(subpath "{os.path.dirname(work)}")' in profile, (work, profile)
+    assert not os.path.exists(work), "the sandbox's folder should be removed afterwards"
+
+
+def test_an_isolation_asked_for_that_does_not_work_stops_the_grader(tmp_path, monkeypatch):
+    """``--isolation bubblewrap`` where bwrap fails: an error with what to do, not a class graded without isolation."""
+    monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: "bwrap: setting up uid map: Permission denied")
+    grader = classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="bubblewrap"))
+    with pytest.raises(classgrade.course.CourseError, match="does not work here: bwrap: setting up uid map") as error:
+        grader._isolation()
+    assert "What you can do" in str(error.value) and "leave --isolation out" in str(error.value), str(error.value)
+    monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: None)
+    assert classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="basic"))._isolation() == (
+        "basic", f"asked for with --isolation. {sandbox.BASIC_WARNING}")

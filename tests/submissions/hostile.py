@@ -6,11 +6,14 @@ that runs too long), cheating (fake output, forged results, patched libraries an
 helpers, a shadowed builtin, an input transformer, a trace function, edited, deleted,
 duplicated and renamed test cells, changed points, a faked set-up cell), broken files
 (corrupt JSON, wrong file name, wrong kernel) and attacks on the grader (writing outside the
-submission, reading the course's files and the gradebook, the network, digging hidden tests
-out of the kernel's history) and attacks on the instructor's browser (script, ``<img onerror>``,
-SVG and JavaScript outputs, markup in a written answer and in a file name). ``tests/test_class_grading.py`` grades them together with
-honest submissions and checks each outcome: zero, or exactly the points its honest cells
-earn, and never an effect on another student.
+submission, reading the course's files and the gradebook, the network, the grader's own
+processes, digging hidden tests out of the kernel's history, a hidden-test marker in an
+answer) and attacks on the instructor's browser (script, ``<img onerror>``, SVG and
+JavaScript outputs, markup in a written answer and in a file name).
+``tests/test_class_grading.py`` grades them together with honest submissions and checks each
+outcome: zero, or exactly the points its honest cells earn, and never an effect on another
+student; ``tests/test_unprivileged_grading.py`` grades the attacks again as an ordinary user
+(the ``bubblewrap`` isolation).
 
 The limits these expectations assume are :data:`LIMITS` (``dlmed grade`` options).
 """
@@ -214,6 +217,20 @@ for host, port in [("127.0.0.1", {port}), ("pypi.org", 443), ("1.1.1.1", 53)]:
         print("CONNECTED?", host, port)
     except OSError as error:
         print("BLOCKED", host, port, type(error).__name__)
+'''
+
+_SPY_ON_GRADER = '''
+import os
+mine = str(os.getpid())
+others = [p for p in os.listdir("/proc") if p.isdigit() and p != mine]
+for pid in others:  # the grader's processes hold the hidden tests and the channel back to the grader
+    for what in ("mem", "environ", "fd/1"):
+        try:
+            open(f"/proc/{{pid}}/{{what}}", "rb").close()
+            print("OPENED", pid, what)
+        except OSError as error:
+            print("BLOCKED", pid, what, type(error).__name__)
+print("OTHERS", len(others), "processes")
 '''
 
 _EXFILTRATE = '''
@@ -425,6 +442,14 @@ CASES: Dict[str, Case] = {
     "network": Case(
         "connects to a server on the grading machine and to the internet",
         edited(_add_cell_after(TEST[8], _NETWORK))),
+    "spies_on_grader": Case(
+        "looks for the grader's processes and opens their memory, environment and output",
+        edited(_add_cell_after(TEST[8], _SPY_ON_GRADER))),
+    "hidden_marker_in_answer": Case(
+        "writes the hidden-test begin marker, without an end, in an answer (a comment and a string): "
+        "stock generate_feedback fails for this student; feedback must still be made",
+        answers(ex8_conv_output_size=_then("ex8_conv_output_size",
+                                           "# ### BEGIN HIDDEN TESTS\nmarker = '### BEGIN HIDDEN TESTS'"))),
     "exfiltrate_hidden": Case(
         "prints the kernel's history, linecache and hidden-test objects after a test ran",
         edited(_add_cell_after(TEST[1], _EXFILTRATE))),
