@@ -10,23 +10,32 @@ timeout, interrupt, error-on-timeout and recording of errors, so cells score as 
   stops the run: every remaining cell gets an error output, so no test cell scores by
   default (nbgrader gives full marks to a test cell without output);
 - the integrity guard (:mod:`dlmed.guard`) around every graded test cell;
+- the hidden part of a test cell never runs in the kernel: the kernel runs the visible part
+  as the cell, and the hidden part runs in a sealed fork of the kernel that gets the code
+  from here and returns only a verdict (:meth:`GuardedExecute._run_hidden`), so no thread
+  of the submission can read the hidden tests or change what they compare;
 - a cap on the outputs kept, so a cell printing gigabytes cannot exhaust the grader;
 - a memory watchdog over the kernel and its children;
 - a log of everything that happened (``events``), for the instructor's report.
 
 It runs in the sandbox's supervisor process (:mod:`dlmed.sandbox`), never in the kernel, and
 does not import nbgrader (1.7 s per student). What it needs to know about cells (which names
-a test reads, which only its hidden part binds) the grader works out beforehand with
+a test reads and binds, its hidden code) the grader works out beforehand with
 :func:`cell_annotations`.
 """
 
 import ast
 import asyncio
+import contextlib
+import errno
 import json
 import os
 import queue
 import secrets
 import signal
+import socket
+import struct
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -38,7 +47,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Dict as DictTrait
 
-from dlmed.grading import is_graded_test_cell, split_hidden_tests
+from dlmed.grading import HIDDEN_FAILED, is_graded_test_cell, split_hidden_tests
 
 #: ``ename`` of the error outputs the grader itself adds to cells.
 GRADER_ERROR = "GradingStopped"
@@ -105,31 +114,28 @@ def names_bound(source: str) -> List[str]:
     return sorted(bound)
 
 
-def names_only_hidden_tests_bind(source: str) -> List[str]:
-    """Names bound by the hidden part of a test cell and not by its visible part."""
-    visible, hidden = split_hidden_tests(source)
-    if not hidden.strip():
-        return []
-    return sorted(set(names_bound(hidden)) - set(names_bound(visible)))
-
-
 def is_trusted_cell(cell) -> bool:
     """A locked instructor cell that is neither a test nor an answer: nbgrader restores its source."""
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.get("cell_type") == "code" and bool(meta.get("locked")) and not meta.get("grade") and not meta.get("solution")
 
 
-def cell_annotations(nb) -> Dict[str, Dict[str, List[str]]]:
+def cell_annotations(nb) -> Dict[str, Dict]:
     """What the executor must know per cell, by cell index (as a string, for JSON).
 
-    Test cells: ``reads`` (names the test uses), ``binds`` (names it binds itself) and
-    ``hidden_only`` (names only its hidden part binds). Trusted instructor cells: ``binds``.
+    Test cells: ``reads`` and ``binds`` (names the visible part uses and binds: what the
+    kernel runs); with hidden tests also ``hidden`` (the hidden part as plain Python, run in
+    the sealed fork) and ``hidden_reads``/``hidden_binds`` (the same for the whole cell).
+    Trusted instructor cells: ``binds``.
     """
     annotations = {}
     for index, cell in enumerate(nb.cells):
         if is_graded_test_cell(cell):
-            annotations[str(index)] = {"reads": names_read(cell.source), "binds": names_bound(cell.source),
-                                       "hidden_only": names_only_hidden_tests_bind(cell.source)}
+            visible, hidden = split_hidden_tests(cell.source)
+            annotations[str(index)] = {"reads": names_read(visible), "binds": names_bound(visible)}
+            if hidden.strip():
+                annotations[str(index)].update(hidden=_python_source(hidden), hidden_reads=names_read(cell.source),
+                                               hidden_binds=names_bound(cell.source))
         elif is_trusted_cell(cell):
             annotations[str(index)] = {"binds": names_bound(cell.source)}
     return annotations
@@ -192,6 +198,7 @@ class GuardedExecute(NotebookClient):
         self.peak_memory = 0
         self.output_bytes = 0
         self.watchdog_reason: Optional[str] = None
+        self.hidden_seconds: List[float] = []  # per hidden-test part: fork, seal, run and verdict
 
     # -- the run --------------------------------------------------------------------------
 
@@ -235,13 +242,14 @@ class GuardedExecute(NotebookClient):
         answer = await self._guard("install", [self.guard_modules, self.guard_classes], timeout=self.cell_timeout)
         if answer is None:
             self._stop("the grader could not start its integrity guard in the kernel")
-        for index, cell in enumerate(self.nb.cells):
-            if cell.cell_type != "code" or not cell.source.strip():
-                continue
-            if self.stop_reason:
-                self._mark_not_run(cell)
-                continue
-            await self._run_cell(cell, index)
+        with self._hidden_channel():
+            for index, cell in enumerate(self.nb.cells):
+                if cell.cell_type != "code" or not cell.source.strip():
+                    continue
+                if self.stop_reason:
+                    self._mark_not_run(cell)
+                    continue
+                await self._run_cell(cell, index)
 
     async def _run_cell(self, cell, index):
         graded = is_graded_test_cell(cell)
@@ -257,6 +265,7 @@ class GuardedExecute(NotebookClient):
                 self._event("tampering-undone", label, answer["restored"])
             if answer["shadowed"]:
                 self._event("names-set-aside", label, answer["shadowed"])
+            threads = answer["threads"]
         elif is_trusted_cell(cell):
             answer = await self._guard("before_trusted", [])
             if answer and answer["restored"]:
@@ -267,6 +276,9 @@ class GuardedExecute(NotebookClient):
             self._mark_not_run(cell)
             return
         self.timeout = max(1, int(min(self.cell_timeout, remaining)))
+        full_source = cell.source
+        if graded and "hidden" in info:
+            cell.source = split_hidden_tests(full_source)[0]  # the kernel runs the visible part only
         try:
             await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1, store_history=True)
         except DeadKernelError:
@@ -282,6 +294,8 @@ class GuardedExecute(NotebookClient):
             cell.outputs.append(error_output(GRADER_ERROR, reason))
             self._stop(reason)
             return
+        finally:
+            cell.source = full_source  # nbgrader checks and records the cell as the student received it
         if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs if o.output_type == "error"):
             self._event("timeout", label, [f"ran past the cell time limit of {self.timeout} s and was interrupted"])
             if await self._guard("ping", [], timeout=10) is None:
@@ -289,19 +303,28 @@ class GuardedExecute(NotebookClient):
                 self._stop(f"{label} ran past its time limit and ignored the interrupt; the kernel was stopped")
                 return
         if graded:
-            await self._after_test(cell, label, info.get("hidden_only", []))
+            if "hidden" in info and not self.stop_reason and not any(o.output_type == "error" for o in cell.outputs):
+                await self._hidden_tests(cell, label, info)
+            await self._after_test(cell, label, threads)
         elif is_trusted_cell(cell):
             await self._guard("record_trusted", [info.get("binds", [])])
 
-    async def _after_test(self, cell, label, hidden_only):
-        answer = await self._guard("leave", [hidden_only])
+    async def _after_test(self, cell, label, threads_before):
+        answer = await self._guard("leave", [])
         if answer is None:
             cell.outputs.append(error_output(INTEGRITY_ERROR, "the kernel stopped answering the grader's integrity check"))
             self._stop(f"the kernel did not run the grader's integrity check after {label}: it was tampered with")
-        elif answer["changed"]:
+            return
+        if answer["changed"]:
             cell.outputs.append(error_output(
                 INTEGRITY_ERROR, "changed while this test ran, so it cannot count: " + "; ".join(answer["changed"])))
             self._event("changed-during-test", label, answer["changed"])
+        threads = sorted(set(threads_before) | set(answer["threads"]))
+        if threads:
+            cell.outputs.append(error_output(
+                INTEGRITY_ERROR, "a thread the submission started was running while this test ran (it could change "
+                "what the test compares), so the test cannot count"))
+            self._event("student-thread", label, threads)
         # nbgrader reads the first error or execute_result: a result published by student code
         # before the error must not turn a failed test into partial credit.
         if any(o.output_type == "error" for o in cell.outputs):
@@ -309,6 +332,133 @@ class GuardedExecute(NotebookClient):
             if forged:
                 cell.outputs = [o for o in cell.outputs if o.output_type != "execute_result"]
                 self._event("result-removed", label, ["an execute_result published inside a failing test was removed"])
+
+    # -- hidden tests in a sealed fork ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _hidden_channel(self):
+        """Listen, for the whole run, where sealed copies of the kernel ask for their hidden tests.
+
+        A Unix socket with a random name in the kernel's runtime folder (with namespaces a
+        folder the kernel may traverse but not list). Anyone in the sandbox may connect;
+        only the copy the guard just forked gets the code (checked with ``SO_PEERCRED``).
+        """
+        folder = os.environ.get("JUPYTER_RUNTIME_DIR") or tempfile.gettempdir()
+        os.makedirs(folder, exist_ok=True)
+        self.channel_path = os.path.join(folder, f"hidden-{secrets.token_hex(8)}.sock")
+        self.channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.channel.bind(self.channel_path)
+            os.chmod(self.channel_path, 0o666)  # the kernel's own user must be able to connect
+            self.channel.listen(16)
+            self.channel.setblocking(False)
+            yield
+        finally:
+            self.channel.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.channel_path)
+
+    async def _hidden_tests(self, cell, label, info):
+        """Run the cell's hidden part in a sealed fork; a failure becomes a ``HiddenTestFailed`` error output."""
+        started = time.monotonic()
+        verdict = await self._run_hidden(label, info)
+        self.hidden_seconds.append(time.monotonic() - started)
+        if verdict.get("gaps"):
+            self._event("hidden-tests-unsealed", label, verdict["gaps"])
+        if not verdict.get("passed"):
+            message = f"{verdict.get('ename') or 'Error'}: {verdict.get('evalue') or ''}".rstrip(": ")
+            cell.outputs.append(error_output(HIDDEN_FAILED, message))  # in full for the instructor; feedback: a fixed text
+
+    async def _run_hidden(self, label, info) -> Dict:
+        """Fork, stop every other process of the submission, send the hidden code, read the verdict, kill the fork."""
+        answer = await self._guard("run_hidden", [self.channel_path])
+        if answer is not None and answer.get("child") is None and answer.get("errno") == errno.EAGAIN:
+            # Out of processes (a fork bomb left its children behind): end them and try once more.
+            killed = self._kill_student_processes()
+            await self._guard("reap", [])
+            self._event("processes-killed", label, [f"{killed} processes the submission left running were killed: "
+                                                    "the hidden tests need a process of their own"])
+            answer = await self._guard("run_hidden", [self.channel_path])
+        if answer is None:
+            return _failed("the kernel did not answer the grader's request to run the hidden tests")
+        if answer.get("child") is None:
+            return _failed(f"the kernel could not start a process for the hidden tests: {answer.get('error')}")
+        deadline = time.monotonic() + self.timeout
+        found = await self._accept_child(answer["child"], deadline)
+        if found is None:
+            return _failed("the process for the hidden tests did not start")
+        connection, child, kernel = found
+        stopped = []
+        try:
+            stopped = _stop_all(self._submission_processes(), keep=child.pid)
+            if not _ignores_sigchld(kernel.pid):
+                self._event("changed-during-test", label, ["the kernel stopped ignoring SIGCHLD during the hidden tests"])
+                return _failed("the kernel's signal handling was changed while the hidden tests were to run",
+                               ename=INTEGRITY_ERROR)
+            request = {"code": info["hidden"], "reads": info["hidden_reads"], "binds": info["hidden_binds"]}
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(connection, json.dumps(request).encode() + b"\n")
+            try:
+                line = await asyncio.wait_for(_read_line(loop, connection), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self._event("timeout", label, [f"the hidden tests ran past the cell time limit of {self.timeout} s"])
+                return _failed(f"the hidden tests ran past the cell time limit of {self.timeout} s", ename="CellTimeoutError")
+            try:
+                verdict = json.loads(line)
+            except ValueError:
+                verdict = None
+            if not isinstance(verdict, dict):
+                return _failed("the hidden tests ended without a verdict (the process died or wrote garbage)")
+            return verdict
+        finally:
+            connection.close()
+            _kill_and_wait(child)
+            for process in stopped:
+                with contextlib.suppress(psutil.Error):
+                    process.send_signal(signal.SIGCONT)
+
+    async def _accept_child(self, namespace_pid, deadline):
+        """(connection, child, kernel) once the forked copy ``namespace_pid`` connects; None if it dies or never does."""
+        loop = asyncio.get_running_loop()
+        while time.monotonic() < deadline:
+            kernel = self._kernel()
+            child = next((p for p in _children(kernel) if _namespace_pid(p) == namespace_pid), None)
+            if child is None:
+                return None  # it died (SIGCHLD is ignored: nothing is left of it) or never existed
+            try:
+                connection, _ = await asyncio.wait_for(loop.sock_accept(self.channel), 0.5)
+            except asyncio.TimeoutError:
+                continue
+            peer = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+            if peer == child.pid:
+                return connection, child, kernel
+            connection.close()
+            self._event("hidden-channel-misuse", "notebook", [f"process {peer} connected to the grader's hidden-test channel"])
+        return None
+
+    def _kernel(self) -> Optional[psutil.Process]:
+        """The kernel process: the launcher's child with namespaces, else the process the provisioner started."""
+        process = self._kernel_process()
+        if process is None:
+            return None
+        try:
+            if "--launch" in process.cmdline():
+                return next(iter(process.children()), None)
+        except psutil.Error:
+            return None
+        return process
+
+    def _submission_processes(self) -> List[psutil.Process]:
+        """The kernel (with its launcher) and every process it started."""
+        top = self._kernel_process()
+        return [] if top is None else [top] + _children(top, recursive=True)
+
+    def _kill_student_processes(self) -> int:
+        """Kill every process the kernel started (not the kernel); return how many."""
+        processes = _children(self._kernel(), recursive=True)
+        for process in processes:
+            _kill_and_wait(process, timeout=0.5)
+        return len(processes)
 
     # -- the guard ------------------------------------------------------------------------
 
@@ -438,3 +588,86 @@ class GuardedExecute(NotebookClient):
     def _mark_not_run(self, cell):
         cell.outputs = [error_output(GRADER_ERROR, f"not run: {self.stop_reason}")]
         cell.execution_count = None
+
+
+def _failed(reason: str, ename: str = GRADER_ERROR) -> Dict:
+    return {"passed": False, "ename": ename, "evalue": reason}
+
+
+def _children(process, recursive=False) -> List[psutil.Process]:
+    if process is None:
+        return []
+    try:
+        return process.children(recursive=recursive)
+    except psutil.Error:
+        return []
+
+
+def _namespace_pid(process: psutil.Process) -> int:
+    """The pid ``process`` has in its own PID namespace (the kernel's, with namespaces)."""
+    try:
+        with open(f"/proc/{process.pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return process.pid
+
+
+def _ignores_sigchld(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(mask & (1 << (signal.SIGCHLD - 1)))
+
+
+def _stop_all(processes, keep: int) -> List[psutil.Process]:
+    """SIGSTOP ``processes`` (but ``keep``) and wait until each has stopped; repeat for any started meanwhile."""
+    stopped = {}
+    for _ in range(20):
+        fresh = [p for p in processes if p.pid != keep and p.pid not in stopped]
+        if not fresh:
+            break
+        for process in fresh:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signal.SIGSTOP)
+                stopped[process.pid] = process
+        deadline = time.monotonic() + 2
+        for process in fresh:
+            while time.monotonic() < deadline:
+                try:
+                    if process.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                        break
+                except psutil.Error:
+                    break
+                time.sleep(0.001)
+        top = processes[0] if processes else None
+        processes = [top] + _children(top, recursive=True) if top is not None else []
+    return list(stopped.values())
+
+
+def _kill_and_wait(process: psutil.Process, timeout: float = 5):
+    """SIGKILL ``process`` and wait until it is gone or a zombie (its locks and files are released then)."""
+    with contextlib.suppress(psutil.Error):
+        process.kill()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return
+        except psutil.Error:
+            return
+        time.sleep(0.002)
+
+
+async def _read_line(loop, connection) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await loop.sock_recv(connection, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
