@@ -32,6 +32,7 @@ import json
 import os
 import queue
 import secrets
+import select
 import signal
 import socket
 import struct
@@ -388,41 +389,47 @@ class GuardedExecute(NotebookClient):
         if found is None:
             return _failed("the process for the hidden tests did not start")
         connection, child, kernel = found
-        stopped = []
+        stopped, child_handle = [], _pidfd(child)  # it is alive: it has just connected and waits for the code
         try:
-            stopped = _stop_all(self._submission_processes(), keep=child.pid)
-            if not _ignores_sigchld(kernel.pid):
+            stopped = _stop_all(self._top_pid(), keep=child)
+            if not _ignores_sigchld(kernel):
                 self._event("changed-during-test", label, ["the kernel stopped ignoring SIGCHLD during the hidden tests"])
                 return _failed("the kernel's signal handling was changed while the hidden tests were to run",
                                ename=INTEGRITY_ERROR)
-            request = {"code": info["hidden"], "reads": info["hidden_reads"], "binds": info["hidden_binds"]}
+            request = {"code": info["hidden"], "reads": info["hidden_reads"], "binds": info["hidden_binds"],
+                       "seconds": max(0.5, deadline - time.monotonic() - 1)}
             loop = asyncio.get_running_loop()
             await loop.sock_sendall(connection, json.dumps(request).encode() + b"\n")
+            received = []
             try:
-                line = await asyncio.wait_for(_read_line(loop, connection), max(0.1, deadline - time.monotonic()))
+                line = await asyncio.wait_for(_read_line(loop, connection, received), max(0.1, deadline - time.monotonic()))
             except asyncio.TimeoutError:
-                self._event("timeout", label, [f"the hidden tests ran past the cell time limit of {self.timeout} s"])
+                where = b"".join(received).decode(errors="replace")[-3000:]  # faulthandler's dump, if it came
+                self._event("timeout", label, [f"the hidden tests ran past the cell time limit of {self.timeout} s", where])
                 return _failed(f"the hidden tests ran past the cell time limit of {self.timeout} s", ename="CellTimeoutError")
             try:
                 verdict = json.loads(line)
             except ValueError:
                 verdict = None
             if not isinstance(verdict, dict):
-                return _failed("the hidden tests ended without a verdict (the process died or wrote garbage)")
+                return _failed("the hidden tests ended without a verdict (the process died or wrote garbage): "
+                               + line.decode(errors="replace")[-2000:])
             return verdict
         finally:
             connection.close()
-            _kill_and_wait(child)
-            for process in stopped:
-                with contextlib.suppress(psutil.Error):
-                    process.send_signal(signal.SIGCONT)
+            _kill_and_wait(child, pidfd=child_handle)
+            if child_handle is not None:
+                os.close(child_handle)
+            for pid in stopped:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGCONT)
 
     async def _accept_child(self, namespace_pid, deadline):
-        """(connection, child, kernel) once the forked copy ``namespace_pid`` connects; None if it dies or never does."""
+        """(connection, child pid, kernel pid) once the forked copy ``namespace_pid`` connects; None if it dies or never does."""
         loop = asyncio.get_running_loop()
+        kernel = self._kernel_pid()
         while time.monotonic() < deadline:
-            kernel = self._kernel()
-            child = next((p for p in _children(kernel) if _namespace_pid(p) == namespace_pid), None)
+            child = next((pid for pid in _child_pids(kernel) if _namespace_pid(pid) == namespace_pid), None) if kernel else None
             if child is None:
                 return None  # it died (SIGCHLD is ignored: nothing is left of it) or never existed
             try:
@@ -430,35 +437,33 @@ class GuardedExecute(NotebookClient):
             except asyncio.TimeoutError:
                 continue
             peer = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
-            if peer == child.pid:
+            if peer == child:
                 return connection, child, kernel
             connection.close()
             self._event("hidden-channel-misuse", "notebook", [f"process {peer} connected to the grader's hidden-test channel"])
         return None
 
-    def _kernel(self) -> Optional[psutil.Process]:
-        """The kernel process: the launcher's child with namespaces, else the process the provisioner started."""
-        process = self._kernel_process()
-        if process is None:
-            return None
-        try:
-            if "--launch" in process.cmdline():
-                return next(iter(process.children()), None)
-        except psutil.Error:
-            return None
-        return process
+    def _top_pid(self) -> Optional[int]:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return None if process is None else process.pid
 
-    def _submission_processes(self) -> List[psutil.Process]:
-        """The kernel (with its launcher) and every process it started."""
-        top = self._kernel_process()
-        return [] if top is None else [top] + _children(top, recursive=True)
+    def _kernel_pid(self) -> Optional[int]:
+        """The kernel's pid: the launcher's child with namespaces, else the process the provisioner started."""
+        if getattr(self, "_kernel_pid_found", None) is None:
+            top = self._top_pid()
+            try:
+                launcher = top is not None and "--launch" in psutil.Process(top).cmdline()
+            except psutil.Error:
+                return None
+            self._kernel_pid_found = next(iter(_child_pids(top)), None) if launcher else top
+        return self._kernel_pid_found
 
     def _kill_student_processes(self) -> int:
         """Kill every process the kernel started (not the kernel); return how many."""
-        processes = _children(self._kernel(), recursive=True)
-        for process in processes:
-            _kill_and_wait(process, timeout=0.5)
-        return len(processes)
+        pids = _descendants(self._kernel_pid())
+        for pid in pids:
+            _kill_and_wait(pid, timeout=0.5)
+        return len(pids)
 
     # -- the guard ------------------------------------------------------------------------
 
@@ -594,28 +599,50 @@ def _failed(reason: str, ename: str = GRADER_ERROR) -> Dict:
     return {"passed": False, "ename": ename, "evalue": reason}
 
 
-def _children(process, recursive=False) -> List[psutil.Process]:
-    if process is None:
-        return []
+def _child_pids(pid: int) -> List[int]:
+    """Pids of the children of ``pid`` (from ``/proc/<pid>/task/*/children`` where Linux has it: no full scan)."""
+    tasks = f"/proc/{pid}/task"
+    if not os.path.isdir(tasks):
+        try:
+            return [child.pid for child in psutil.Process(pid).children()]
+        except psutil.Error:
+            return []
+    pids = []
     try:
-        return process.children(recursive=recursive)
-    except psutil.Error:
-        return []
+        for task in os.listdir(tasks):
+            with open(f"{tasks}/{task}/children") as children:
+                pids += [int(child) for child in children.read().split()]
+    except OSError:
+        pass
+    return pids
 
 
-def _namespace_pid(process: psutil.Process) -> int:
-    """The pid ``process`` has in its own PID namespace (the kernel's, with namespaces)."""
+def _descendants(pid: Optional[int]) -> List[int]:
+    if pid is None:
+        return []
+    found, queue_ = [], [pid]
+    while queue_:
+        children = _child_pids(queue_.pop())
+        found += children
+        queue_ += children
+    return found
+
+
+def _namespace_pid(pid: int) -> int:
+    """The pid that process ``pid`` has in its own PID namespace (the kernel's, with namespaces)."""
     try:
-        with open(f"/proc/{process.pid}/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("NSpid:"):
                     return int(line.split()[-1])
     except (OSError, ValueError):
         pass
-    return process.pid
+    return pid
 
 
 def _ignores_sigchld(pid: int) -> bool:
+    if not os.path.isdir("/proc"):
+        return True  # no way to look (macOS): the guard set it
     try:
         with open(f"/proc/{pid}/status") as status:
             mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
@@ -624,50 +651,75 @@ def _ignores_sigchld(pid: int) -> bool:
     return bool(mask & (1 << (signal.SIGCHLD - 1)))
 
 
-def _stop_all(processes, keep: int) -> List[psutil.Process]:
-    """SIGSTOP ``processes`` (but ``keep``) and wait until each has stopped; repeat for any started meanwhile."""
-    stopped = {}
+def _run_state(pid: int) -> str:
+    """``"stopped"``, ``"gone"`` (dead or a zombie) or ``"running"``."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rpartition(")")[2].split()[0]
+        return "stopped" if state in "Tt" else "gone" if state in "ZXx" else "running"
+    except FileNotFoundError:
+        return "gone"
+    except OSError:
+        try:
+            status = psutil.Process(pid).status()
+        except psutil.Error:
+            return "gone"
+        return ("stopped" if status == psutil.STATUS_STOPPED
+                else "gone" if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) else "running")
+
+
+def _wait_for_state(pids, states, timeout: float):
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _run_state(pid) not in states and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+
+def _stop_all(top: Optional[int], keep: int) -> List[int]:
+    """SIGSTOP ``top`` and its descendants (but ``keep``), wait until they stopped, repeat for any started meanwhile."""
+    stopped = []
     for _ in range(20):
-        fresh = [p for p in processes if p.pid != keep and p.pid not in stopped]
+        fresh = [pid for pid in ([top] + _descendants(top) if top else []) if pid != keep and pid not in stopped]
         if not fresh:
             break
-        for process in fresh:
-            with contextlib.suppress(psutil.Error):
-                process.send_signal(signal.SIGSTOP)
-                stopped[process.pid] = process
-        deadline = time.monotonic() + 2
-        for process in fresh:
-            while time.monotonic() < deadline:
-                try:
-                    if process.status() in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-                        break
-                except psutil.Error:
-                    break
-                time.sleep(0.001)
-        top = processes[0] if processes else None
-        processes = [top] + _children(top, recursive=True) if top is not None else []
-    return list(stopped.values())
+        for pid in fresh:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        _wait_for_state(fresh, ("stopped", "gone"), timeout=2)
+    return stopped
 
 
-def _kill_and_wait(process: psutil.Process, timeout: float = 5):
-    """SIGKILL ``process`` and wait until it is gone or a zombie (its locks and files are released then)."""
-    with contextlib.suppress(psutil.Error):
-        process.kill()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-                return
-        except psutil.Error:
-            return
-        time.sleep(0.002)
+def _kill_and_wait(pid: int, timeout: float = 5, pidfd: Optional[int] = None):
+    """SIGKILL ``pid`` and wait until it is gone or a zombie (its locks and files are released then).
+
+    With ``pidfd`` (Linux) the signal cannot reach another process that got the same pid
+    after ``pid`` ended by itself (the grader may run as root).
+    """
+    with contextlib.suppress(OSError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    if pidfd is not None:
+        select.select([pidfd], [], [], timeout)  # readable once the process has ended
+        return
+    _wait_for_state([pid], ("gone",), timeout)
 
 
-async def _read_line(loop, connection) -> bytes:
-    data = b""
-    while not data.endswith(b"\n"):
+def _pidfd(pid: int) -> Optional[int]:
+    """A pidfd for ``pid`` where the platform has them, else None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+async def _read_line(loop, connection, received: List[bytes]) -> bytes:
+    """Read up to a newline (or the end); what arrived so far stays in ``received`` should time run out."""
+    while not b"".join(received).endswith(b"\n"):
         chunk = await loop.sock_recv(connection, 65536)
         if not chunk:
             break
-        data += chunk
-    return data
+        received.append(chunk)
+    return b"".join(received)

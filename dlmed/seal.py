@@ -28,7 +28,6 @@ says what remains open then. Nothing happens on import.
 """
 
 import ctypes
-import ctypes.util
 import errno
 import io
 import os
@@ -138,11 +137,25 @@ def privatize_shared_memory() -> List[str]:
     return zeroed
 
 
+_library = []  # libseccomp, once loaded (None: not available)
+
+
+def load_library():
+    """Load libseccomp (once per process; the kernel does it before forking, so each fork starts quicker)."""
+    if not _library:
+        _library.append(_seccomp_library())
+    return _library[0]
+
+
 def _seccomp_library():
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-    try:
-        library = ctypes.CDLL(name, use_errno=True)
-    except OSError:
+    library = None
+    for name in ("libseccomp.so.2", "libseccomp.so"):  # not ctypes.util.find_library: it runs ldconfig
+        try:
+            library = ctypes.CDLL(name, use_errno=True)
+            break
+        except OSError:
+            continue
+    if library is None:
         return None
     library.seccomp_init.restype = ctypes.c_void_p
     library.seccomp_init.argtypes = [ctypes.c_uint32]
@@ -158,7 +171,7 @@ def install_filter(own_pid: int) -> str:
     """Install the seccomp filter described in the module docstring; return "" or why it could not be installed."""
     if not sys.platform.startswith("linux"):
         return f"seccomp does not exist on {sys.platform}"
-    library = _seccomp_library()
+    library = load_library()
     if library is None:
         return "libseccomp (libseccomp.so.2) is not installed"
     if not _prctl(PR_SET_NO_NEW_PRIVS, 1):
