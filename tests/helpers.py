@@ -39,10 +39,12 @@ def squash(text):
 
 
 RUN = 40  # characters: a run this long of a hidden-test line is a leak, however it was cut
+_ANCHOR = RUN // 2  # every 40-character run of a line contains one of its 20-character blocks at a multiple of 20
+_LARGE = 2**20  # decoded data larger than this is not searched for further encoded tokens (that would take minutes)
 
 
 def _decoded(data: bytes, depth: int = 2):
-    """``data`` and everything the standard library's decompressors make of it (nested ``depth`` deep)."""
+    """``data`` and everything the standard library's decompressors and decoders make of it (``depth`` levels)."""
     import bz2
     import gzip
     import lzma
@@ -56,7 +58,9 @@ def _decoded(data: bytes, depth: int = 2):
                 found += _decoded(decompress(data), depth - 1)
             except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error):
                 pass
-        found += [item for token in _candidate_tokens(data.decode("latin-1")) for item in _decoded_token(token, depth - 1)]
+        if len(data) <= _LARGE or depth == 2:
+            text = data.decode("latin-1")
+            found += [item for token in _candidate_tokens(text) for item in _decoded_token(token, depth - 1)]
     return found
 
 
@@ -96,8 +100,32 @@ def readings(text: str):
     found = [text, text[::-1], codecs.encode(text, "rot13")]
     for data in _decoded(text.encode("utf-8", "surrogateescape"))[1:]:
         decoded = data.decode("utf-8", "ignore")
+        if sum(character.isprintable() or character.isspace() for character in decoded) < 0.9 * len(decoded):
+            continue  # bytes that decode to no text: a token that only looked encoded
         found += [decoded, decoded[::-1], codecs.encode(decoded, "rot13")]
     return found
+
+
+def _runs_found(line: str, text: str, allowed: str) -> bool:
+    """True when ``text`` holds a run of ``RUN`` characters of ``line`` (both squashed) that ``allowed`` does not."""
+    if len(line) < RUN:
+        return line in text and line not in allowed
+    for anchor_at in range(0, len(line) - _ANCHOR + 1, _ANCHOR):
+        anchor = line[anchor_at:anchor_at + _ANCHOR]
+        position = text.find(anchor)
+        while position != -1:
+            left = 0
+            while left < anchor_at and left < position and line[anchor_at - left - 1] == text[position - left - 1]:
+                left += 1
+            right = 0
+            end_line, end_text = anchor_at + _ANCHOR, position + _ANCHOR
+            while end_line + right < len(line) and end_text + right < len(text) and line[end_line + right] == text[end_text + right]:
+                right += 1
+            matched = line[anchor_at - left:end_line + right]
+            if len(matched) >= RUN and any(matched[i:i + RUN] not in allowed for i in range(len(matched) - RUN + 1)):
+                return True
+            position = text.find(anchor, position + 1)
+    return False
 
 
 def hidden_test_leaks(text: str, secret, allowed: str):
@@ -106,19 +134,5 @@ def hidden_test_leaks(text: str, secret, allowed: str):
     ``secret`` are hidden-test lines; ``allowed`` is squashed text in which a run is no leak
     (visible code, the student's own submission).
     """
-    runs = {}
-    for line in secret:
-        squashed = squash(line)
-        for start in range(max(1, len(squashed) - RUN + 1)):
-            run = squashed[start:start + RUN]
-            if run not in allowed:
-                runs.setdefault(run, line)
-    leaked = set()
-    for reading in readings(text):
-        squashed = squash(reading)
-        leaked.update(line for line in secret if squash(line) in squashed and squash(line) not in allowed)
-        for start in range(max(0, len(squashed) - RUN + 1)):
-            line = runs.get(squashed[start:start + RUN])
-            if line is not None:
-                leaked.add(line)
-    return sorted(leaked)
+    everything = "\0".join(squash(reading) for reading in readings(text))  # \0: no run spans two readings
+    return sorted(line for line in secret if _runs_found(squash(line), everything, allowed))

@@ -271,8 +271,8 @@ time.sleep(30)
 
 
 # A thread that copies, while the notebook is graded, what the kernel runs: IPython's
-# linecache entries, the history, and the source and constants of every code object on the
-# main thread's stack. The last answer cell prints the copy, encoded so that a scrubber
+# linecache entries, the history, and the source and constants of every code object of a
+# cell on the main thread's stack. The last answer cell prints the copy, encoded so that a scrubber
 # looking for verbatim lines cannot see it (the attack of issue 10).
 _READER = """
 import linecache, sys, threading, time
@@ -283,8 +283,9 @@ def _copy_what_runs():
     frame = sys._current_frames().get(main)
     while frame is not None:
         code = frame.f_code
-        _loot.add("".join(linecache.getlines(code.co_filename)))
-        _loot.update(c for c in code.co_consts if isinstance(c, str))
+        if not code.co_filename.startswith((sys.prefix, sys.base_prefix)):  # cells, not libraries
+            _loot.add("".join(linecache.getlines(code.co_filename)))
+            _loot.update(c for c in code.co_consts if isinstance(c, str))
         frame = frame.f_back
     for entry in list(linecache.cache.values()):
         if len(entry) >= 3 and entry[2]:
