@@ -90,6 +90,7 @@ class StudentResult:
     events: List[dict] = dataclasses.field(default_factory=list)
     failures: Dict[str, str] = dataclasses.field(default_factory=dict)  # test cell -> last line of its error
     seconds: float = 0.0
+    hidden_seconds: List[float] = dataclasses.field(default_factory=list)  # each hidden-test part's sealed run
     peak_memory: int = 0
     fingerprint: str = ""
     reused: bool = False  # up to date from an earlier run
@@ -645,7 +646,8 @@ class ClassGrader:
         failures = test_failures(executed)
         outcome = StudentResult(student, "graded", scores=self.read_scores(student), reason=result.stop_reason or "",
                                 notes=notes, events=result.events, failures=failures, seconds=result.seconds,
-                                peak_memory=result.peak_memory, fingerprint=fingerprint)
+                                hidden_seconds=result.hidden_seconds, peak_memory=result.peak_memory,
+                                fingerprint=fingerprint)
         self._log(f"{student}: {outcome.points:g} points in {result.seconds:.1f} s"
                   + (f"; stopped: {result.stop_reason}" if result.stop_reason else ""))
         self._write_journal(outcome)

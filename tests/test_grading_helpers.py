@@ -4,6 +4,7 @@ import nbformat
 import pytest
 
 from dlmed import course, grading
+from tests.helpers import hidden_test_leaks, squash
 
 
 def _test_cell(source, outputs=()):
@@ -125,3 +126,29 @@ def test_strip_solution_markers_keeps_the_code():
     notebook, _ = grading.StripSolutionMarkers().preprocess(notebook, {})
     assert notebook.cells[0].source == "def f():\n    return 1", notebook.cells[0].source
     assert notebook.cells[1].source == "**Q1**\n\nBecause.", notebook.cells[1].source
+
+
+def test_the_leak_check_sees_through_encodings():
+    """The leak check finds a hidden line printed encoded, compressed, reversed or cut up, and nothing in honest text."""
+    import base64
+    import codecs
+    import zlib
+
+    line = "check_close(accuracy(ties, tie_truth), 0.6, 'accuracy with ties (ties go to the first class)')"
+    secret = [line, "another_hidden_line_of_a_test(x) == 42"]
+    encoded = {
+        "plain": f"output {line} more",
+        "base64": base64.b64encode(f"junk {line} junk".encode()).decode(),
+        "hex": (line + "\n").encode().hex(),
+        "zlib+base64": base64.b64encode(zlib.compress(line.encode())).decode(),
+        "base85": base64.b85encode(line.encode()).decode(),
+        "base32": base64.b32encode(line.encode()).decode(),
+        "reversed": line[::-1],
+        "rot13": codecs.encode(line, "rot13"),
+        "a 40-character run": "xx" + line[10:55] + "yy",
+    }
+    for name, text in encoded.items():
+        assert hidden_test_leaks(f"Feedback page\n{text}\nend", secret, allowed="") == [line], f"not found when {name}"
+    assert hidden_test_leaks("AssertionError: accuracy of 2 right out of 4: expected 0.5, got 50\n" + "ab" * 100,
+                             secret, allowed="") == []
+    assert hidden_test_leaks(line, secret, allowed=squash(line)) == [], "a line the student wrote too is no leak"

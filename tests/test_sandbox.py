@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from dlmed import classgrade, executor, guard, report, sandbox
+from dlmed import classgrade, executor, guard, report, sandbox, seal
 from dlmed.grading import lms_submission
 from tests.helpers import assert_public_api_documented
 
@@ -59,7 +59,7 @@ def outputs(cell):
 # --- module hygiene ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (classgrade, 8), (report, 3)])
+@pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (seal, 5), (classgrade, 8), (report, 3)])
 def test_public_api_documented(module, minimum):
     """Every public function and class of the class grader's modules has a docstring."""
     assert_public_api_documented(module, minimum)
@@ -77,15 +77,18 @@ def test_supervisor_imports_stay_light():
 # --- what the executor knows about cells --------------------------------------------------------
 
 
-def test_names_read_bound_and_hidden_only():
-    """Names a test reads, binds, and binds only in its hidden part (IPython magics are understood)."""
+def test_names_read_and_bound_and_the_annotations_of_a_test_cell():
+    """Names a test reads and binds (IPython magics are understood); the kernel is told only the visible part's."""
     source = ("%matplotlib inline\nresult = check(f(x))\n### BEGIN HIDDEN TESTS\n"
               "def _helper(v):\n    inner = v\n    return inner\nfor item in range(3):\n    check(_helper(item))\n"
-              "result = 2\n### END HIDDEN TESTS\n")
+              "%time result = 2\n### END HIDDEN TESTS\n")
     assert {"check", "f", "x", "_helper", "range"} <= set(executor.names_read(source))
     assert executor.names_bound(source) == ["_helper", "item", "result"]
-    assert executor.names_only_hidden_tests_bind(source) == ["_helper", "item"]
     assert executor.names_bound("import torch.nn as nn\nfrom math import (pi,\n  tau)\nimport os.path\n") == ["nn", "os", "pi", "tau"]
+    annotations = executor.cell_annotations(new_notebook(cells=[_test_cell(source)]))["0"]
+    assert "_helper" not in annotations["reads"] and "_helper" in annotations["hidden_reads"], annotations
+    assert annotations["binds"] == ["result"] and annotations["hidden_binds"] == ["_helper", "item", "result"], annotations
+    assert "def _helper(v):" in annotations["hidden"] and "%time" not in annotations["hidden"], annotations["hidden"]
 
 
 # --- the sandbox's limits ------------------------------------------------------------------------
@@ -198,17 +201,100 @@ def test_guard_accepts_a_library_changing_itself_but_not_another_library(tmp_pat
     assert "Error" not in outputs(result.notebook.cells[2])
 
 
-@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
-def test_guard_scrubs_hidden_tests_from_the_kernel(tmp_path, isolation):
-    """After a test, its hidden part is gone from the history, linecache and the names it bound."""
-    hidden = "check(True)\n### BEGIN HIDDEN TESTS\n_secret_helper = 'top secret value'\ncheck(_secret_helper)\n### END HIDDEN TESTS\n"
-    snoop = ("import linecache\nneedle = 'top ' + 'secret'  # not written out: this cell is in the history too\n"
-             "print('IN', needle in '\\n'.join(In))\n"
-             "print('CACHE', any(needle in ''.join(e[2]) for e in linecache.cache.values() if len(e) >= 3 and e[2]))\n"
-             "print('NAME', '_secret_helper' in globals())\n")
-    result = run_cells([_setup_cell(_SETUP), _test_cell(hidden), new_code_cell(snoop)], tmp_path, isolation)
-    text = outputs(result.notebook.cells[2])
-    assert "IN False" in text and "CACHE False" in text and "NAME False" in text, text
+_READER = """
+import linecache, sys, threading, time
+loot = set()
+
+def _copy():
+    main = threading.main_thread().ident
+    while True:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            loot.add("".join(linecache.getlines(frame.f_code.co_filename)))
+            loot.update(c for c in frame.f_code.co_consts if isinstance(c, str))
+            frame = frame.f_back
+        loot.update("".join(e[2]) for e in list(linecache.cache.values()) if len(e) >= 3 and e[2])
+        time.sleep(0.0005)
+
+threading.Thread(target=_copy, daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_hidden_tests_never_reach_the_kernel_and_a_student_thread_voids_the_test(tmp_path, isolation):
+    """Hidden parts run in a sealed fork: they pass or fail as written, a reader thread sees none of
+    their code, no name they bind is left, and tests during which the thread was alive are voided."""
+    student = "def f(x):\n    return x if x < 5 else 0\n"
+    passing = "check(f(1) == 1)\n### BEGIN HIDDEN TESTS\n_secret_helper = 'top ' + 'secret value'\ncheck(f(2) == 2)\n### END HIDDEN TESTS\n"
+    failing = "check(f(1) == 1)\n### BEGIN HIDDEN TESTS\ncheck(f(7) == 7)  # the hidden failing line\n### END HIDDEN TESTS\n"
+    snoop = ("needle = 'top ' + 'secret'\nprint('LOOT', any(needle in text or 'hidden failing' in text for text in loot), len(loot))\n"
+             "print('IN', any(needle in cell for cell in In))\nprint('NAME', '_secret_helper' in globals())\n")
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(student), _test_cell(passing, "t1"), _test_cell(failing, "t2"),
+                        new_code_cell(_READER), _test_cell(passing, "t3"), new_code_cell(snoop)], tmp_path, isolation)
+    cells = result.notebook.cells
+    assert "Error" not in outputs(cells[2]), f"a passing hidden part failed: {outputs(cells[2])}"
+    assert "HiddenTestFailed: AssertionError: check failed" in outputs(cells[3]), outputs(cells[3])
+    assert cells[2].source == passing, "the notebook must keep the test cell's full source for nbgrader"
+    assert "HiddenTestFailed" not in outputs(cells[5]) and executor.INTEGRITY_ERROR in outputs(cells[5]), outputs(cells[5])
+    text = outputs(cells[6])
+    assert "LOOT False" in text and "IN False" in text and "NAME False" in text, text
+    assert int(text.split("LOOT False ")[1].split()[0]) > 0, "the reader thread copied nothing at all: it did not run"
+    events = [(e["kind"], e["where"]) for e in result.events]
+    assert events == [("student-thread", "t3")], result.events
+    assert len(result.hidden_seconds) == 3, result.hidden_seconds
+
+
+_ESCAPES = """
+import mmap, os, socket
+shared = mmap.mmap(-1, 4096)  # shared with every fork
+reader, writer = os.pipe()
+
+def escape():
+    tried = []
+    for name, attempt in [("file", lambda: open("escaped.txt", "w").write("x")),
+                          ("pipe", lambda: os.write(writer, b"hidden")),
+                          ("shared memory", lambda: shared.write(b"hidden")),
+                          ("socket", lambda: socket.socket(socket.AF_UNIX)),
+                          ("signal", lambda: os.kill(os.getppid(), 10)),
+                          ("process", lambda: os.fork())]:
+        try:
+            attempt()
+            tried.append(name + " ALLOWED")
+        except (OSError, ValueError, TypeError) as error:
+            tried.append(name + " " + type(error).__name__)
+    raise AssertionError("; ".join(tried))
+"""
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_code_run_by_hidden_tests_cannot_leave_anything_behind(tmp_path, isolation):
+    """In the sealed fork, writing files, inherited pipes and shared memory lead nowhere; sockets, signals
+    and new processes are refused; the error message reaches the instructor's notebook only."""
+    test = "check(True)\n### BEGIN HIDDEN TESTS\nescape()\n### END HIDDEN TESTS\n"
+    after = ("import os\nos.set_blocking(reader, False)\n"
+             "print('FILE', os.path.exists('escaped.txt'), 'SHARED', bytes(shared[:6]))\n"
+             "try:\n    print('PIPE', os.read(reader, 100))\nexcept BlockingIOError:\n    print('PIPE empty')\n")
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(_ESCAPES), _test_cell(test), new_code_cell(after)],
+                       tmp_path, isolation)
+    verdict, text = outputs(result.notebook.cells[2]), outputs(result.notebook.cells[3])
+    assert "HiddenTestFailed" in verdict, verdict
+    for name in ("file", "socket", "signal", "process"):
+        assert f"{name} PermissionError" in verdict, f"expected {name} refused: {verdict}"
+    assert "FILE False" in text and "SHARED b'\\x00" in text and "PIPE empty" in text, text
+    assert not [e for e in result.events if e["kind"] == "hidden-tests-unsealed"], result.events
+
+
+def test_feedback_hides_what_a_failing_hidden_test_said():
+    """A hidden failure's message (made by student code) becomes a fixed text; a builtin class name may stay."""
+    from dlmed.grading import HideHiddenTests
+
+    cell = _test_cell("check(True)\n### BEGIN HIDDEN TESTS\ncheck(secret())\n### END HIDDEN TESTS\n")
+    cell.outputs = [executor.error_output("HiddenTestFailed", "AssertionError: c2VjcmV0IGhpZGRlbiB0ZXN0"),
+                    executor.error_output("HiddenTestFailed", "c2VjcmV0IGhpZGRlbiB0ZXN0: base64 in a class name")]
+    notebook, _ = HideHiddenTests().preprocess(new_notebook(cells=[cell]), {})
+    shown = [(o.evalue, o.traceback) for o in notebook.cells[0].outputs]
+    assert shown == [("the hidden tests failed (AssertionError)", ["HiddenTestFailed: the hidden tests failed (AssertionError)"]),
+                     ("the hidden tests failed", ["HiddenTestFailed: the hidden tests failed"])], shown
 
 
 # --- repairing submissions -------------------------------------------------------------------------
