@@ -301,6 +301,16 @@ def test_the_fork_seals_itself_with_trusted_code(tmp_path, isolation):
     assert "os.dup2 was replaced" in changed and "dlmed.seal.install_filter was replaced" in changed, result.events
 
 
+@needs_namespaces
+def test_no_file_access_times_inside_the_sandbox(tmp_path):
+    """Every mount the kernel sees is noatime: a hidden test's process cannot mark files by reading them."""
+    cell = ("mounts = [line.split() for line in open('/proc/self/mountinfo')]\n"
+            "print('WITH ATIME', [m[4] for m in mounts if 'noatime' not in m[5].split(',')], 'OF', len(mounts))\n")
+    result = run_cells([new_code_cell(cell)], tmp_path, "namespaces")
+    text = outputs(result.notebook.cells[0])
+    assert "WITH ATIME [] OF" in text, text
+
+
 def test_feedback_hides_what_a_failing_hidden_test_said():
     """A hidden failure's message (made by student code) becomes a fixed text; a builtin class name may stay."""
     from dlmed.grading import HideHiddenTests
