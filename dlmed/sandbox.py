@@ -472,7 +472,7 @@ def launch(settings: dict, command: List[str]):
         os.close(launcher_holds)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _mount(None, "/", flags=MS_REC | MS_PRIVATE)
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME)
         uid = settings["uid"]
         connection_file = command[command.index("-f") + 1]
         os.chown(connection_file, uid, uid)

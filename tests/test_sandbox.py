@@ -305,7 +305,9 @@ def test_the_fork_seals_itself_with_trusted_code(tmp_path, isolation):
 def test_no_file_access_times_inside_the_sandbox(tmp_path):
     """Every mount the kernel sees is noatime: a hidden test's process cannot mark files by reading them."""
     cell = ("mounts = [line.split() for line in open('/proc/self/mountinfo')]\n"
-            "print('WITH ATIME', [m[4] for m in mounts if 'noatime' not in m[5].split(',')], 'OF', len(mounts))\n")
+            "# a mount with another one mounted on the same point above it cannot be reached\n"
+            "top = [m for m in mounts if not any(o[1] == m[0] and o[4] == m[4] for o in mounts)]\n"
+            "print('WITH ATIME', [m[4] for m in top if 'noatime' not in m[5].split(',')], 'OF', len(top))\n")
     result = run_cells([new_code_cell(cell)], tmp_path, "namespaces")
     text = outputs(result.notebook.cells[0])
     assert "WITH ATIME [] OF" in text, text
