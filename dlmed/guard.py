@@ -64,6 +64,11 @@ import warnings
 
 _state = None
 
+# Taken when the grader imports this module, before any student code runs: a submission that
+# rebinds sys._current_frames, threading.enumerate or os.fork cannot hide its threads from,
+# or fake the fork of, the guard.
+_current_frames, _threads, _fork = sys._current_frames, threading.enumerate, os.fork
+
 
 def _functions_of(namespace):
     """{name: (function, code, defaults, kwdefaults)} for the Python functions in ``namespace``."""
@@ -380,7 +385,8 @@ def leave(nonce):
     Returns a JSON answer: ``changed`` lists what the test's run changed, ``threads`` the
     student threads alive now.
     """
-    changed = _changes_during_test(restore=True)
+    changed = getattr(_state, "changed_before_hidden", []) + _changes_during_test(restore=True)
+    _state.changed_before_hidden = []
     user_ns = _state.shell.user_ns
     for name, student_value in _state.swapped.items():
         if student_value is _MISSING:
@@ -408,8 +414,8 @@ def student_threads():
     run library code only and are allowed.
     """
     found = []
-    objects = {thread.ident: thread for thread in threading.enumerate()}
-    for ident, frame in sys._current_frames().items():
+    objects = {thread.ident: thread for thread in _threads()}
+    for ident, frame in _current_frames().items():
         if ident == threading.get_ident():
             continue
         thread = objects.get(ident)
@@ -443,13 +449,17 @@ def run_hidden(nonce, channel_path):
     so the copy, killed by the supervisor, leaves no zombie whose state student code could read.
     Returns a JSON answer with ``child`` (its pid) or ``error`` and ``errno`` when fork failed.
     """
+    # The visible part ran student code: undo what it changed (os.dup2, socket, ctypes, this
+    # module's helpers in dlmed.seal, ...) so that the fork seals itself with trusted code;
+    # leave() reports it, and the test does not count.
+    _state.changed_before_hidden = getattr(_state, "changed_before_hidden", []) + _state.changes(restore=True)
     if getattr(_state, "sigchld", None) is None:  # not yet changed by an earlier try for this test
         _state.sigchld = signal.getsignal(signal.SIGCHLD)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # "fork() with threads": the copy needs none
-            pid = os.fork()
+            pid = _fork()
     except OSError as error:
         return _answer(nonce, child=None, error=f"{type(error).__name__}: {error}", errno=error.errno)
     if pid == 0:
@@ -506,7 +516,7 @@ def _sealed_child(channel_path):
         channel.connect(channel_path)
         fd = channel.detach()
         gaps = seal.seal(fd)
-        if len(sys._current_frames()) > 1:  # a thread started by a fork handler (os.register_at_fork)
+        if len(_current_frames()) > 1:  # a thread started by a fork handler (os.register_at_fork)
             verdict = {"passed": False, "ename": "GradingIntegrityError", "gaps": gaps,
                        "evalue": "a thread was running in the sealed copy of the kernel before the hidden tests"}
             _write_all(fd, json.dumps(verdict).encode() + b"\n")

@@ -284,6 +284,35 @@ def test_code_run_by_hidden_tests_cannot_leave_anything_behind(tmp_path, isolati
     assert not [e for e in result.events if e["kind"] == "hidden-tests-unsealed"], result.events
 
 
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_the_fork_seals_itself_with_trusted_code(tmp_path, isolation):
+    """A visible part that disarms the seal (os.dup2, dlmed.seal) does not reach the fork, and the test is voided."""
+    disarm = ("import os\nimport dlmed.seal\n"
+              "def answer():\n    os.dup2 = lambda *args: None\n    dlmed.seal.install_filter = lambda pid: ''\n    return 1\n"
+              "reader, writer = os.pipe()\n"
+              "def leak():\n    os.write(writer, b'hidden')\n    open('escaped.txt', 'w').write('hidden')\n")
+    test = "check(answer() == 1)\n### BEGIN HIDDEN TESTS\nleak()\n### END HIDDEN TESTS\n"
+    after = "os.set_blocking(reader, False)\ntry:\n    print('PIPE', os.read(reader, 100))\nexcept BlockingIOError:\n    print('PIPE empty')\nprint('FILE', os.path.exists('escaped.txt'))\n"
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(disarm), _test_cell(test), new_code_cell(after)], tmp_path, isolation)
+    test_cell, text = result.notebook.cells[2], outputs(result.notebook.cells[3])
+    assert "PIPE empty" in text and "FILE False" in text, text
+    assert executor.INTEGRITY_ERROR in outputs(test_cell), outputs(test_cell)
+    changed = [d for e in result.events if e["kind"] == "changed-during-test" for d in e["details"]]
+    assert "os.dup2 was replaced" in changed and "dlmed.seal.install_filter was replaced" in changed, result.events
+
+
+@needs_namespaces
+def test_no_file_access_times_inside_the_sandbox(tmp_path):
+    """Every mount the kernel sees is noatime: a hidden test's process cannot mark files by reading them."""
+    cell = ("mounts = [line.split() for line in open('/proc/self/mountinfo')]\n"
+            "# a mount with another one mounted on the same point above it cannot be reached\n"
+            "top = [m for m in mounts if not any(o[1] == m[0] and o[4] == m[4] for o in mounts)]\n"
+            "print('WITH ATIME', [m[4] for m in top if 'noatime' not in m[5].split(',')], 'OF', len(top))\n")
+    result = run_cells([new_code_cell(cell)], tmp_path, "namespaces")
+    text = outputs(result.notebook.cells[0])
+    assert "WITH ATIME [] OF" in text, text
+
+
 def test_feedback_hides_what_a_failing_hidden_test_said():
     """A hidden failure's message (made by student code) becomes a fixed text; a builtin class name may stay."""
     from dlmed.grading import HideHiddenTests
