@@ -40,7 +40,7 @@ HONEST = ("alternative_correct", "partial", "mistakes_b")
 
 def run_grade(workspace: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     """``dlmed grade lab1 ARGS`` in ``workspace``, as an instructor runs it."""
-    return subprocess.run([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", *args],
+    return subprocess.run([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", *args],
                           cwd=workspace, capture_output=True, text=True, timeout=timeout)
 
 
@@ -302,7 +302,7 @@ def test_zip_import_and_resume_after_interruption(tmp_path_factory, grading_data
                  "cyd": lab1.build_notebook(release, lab1.SUBMISSIONS["mistakes_b"])}
     export = workspace.parent / "canvas-export.zip"
     _canvas_zip(export, notebooks)
-    process = subprocess.Popen([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", "--jobs", "1",
+    process = subprocess.Popen([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", "--jobs", "1",
                                 "--no-feedback", "--zip", str(export), *hostile.LIMITS],
                                cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results = workspace / "grading" / LAB / "results"
