@@ -187,6 +187,7 @@ def fetch(root: Optional[PathLike] = None, allow_download: bool = True, show_pro
 
 
 # --- The synthetic stand-in --------------------------------------------------------------
+
 _README = """\
 SYNTHETIC DATA - NOT MEDICAL IMAGES
 
