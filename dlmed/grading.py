@@ -171,6 +171,7 @@ def _strip_solution_markers_class():
 
 def _sanitize_student_content_class():
     from nbconvert.preprocessors import Preprocessor
+    from traitlets import Bool
 
     from dlmed.sanitize import sanitize_notebook
 
@@ -181,6 +182,10 @@ def _sanitize_student_content_class():
         notebooks for the Formgrader and every later viewer), for ``generate_feedback`` and
         for the Formgrader's own HTML exporter (a second layer). See :mod:`dlmed.sanitize`.
         """
+
+        # nbgrader registers the preprocessors it is given without enabling them, and
+        # nbconvert skips a disabled one silently: this one is on wherever it is listed.
+        enabled = Bool(True).tag(config=True)
 
         def preprocess(self, nb, resources):
             notes = sanitize_notebook(nb)

@@ -20,9 +20,9 @@ instructor's session (and could call the server's API: write files, start a term
   cell ids, execution counts, stream names) is reduced to safe values, and notebook
   metadata to the kernel's description.
 
-Text outputs, tracebacks and code are escaped by nbconvert itself. Each change that drops
-something leaves a note where it was, so the instructor sees that the student tried. Nothing
-happens on import; :mod:`dlmed.grading` wraps :func:`sanitize_notebook` as the nbgrader
+Text outputs, tracebacks and code are escaped by nbconvert itself. A dropped output leaves a
+visible note where it was, and :func:`sanitize_notebook` returns a note per cell that had
+something removed, so the instructor sees that a student tried. Nothing happens on import; :mod:`dlmed.grading` wraps :func:`sanitize_notebook` as the nbgrader
 preprocessor ``SanitizeStudentContent``.
 """
 

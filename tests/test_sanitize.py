@@ -176,3 +176,13 @@ def test_course_configuration_sanitises_everywhere():
         "GenerateFeedback.preprocessors lacks the sanitiser")
     assert config.HTMLExporter.preprocessors == [name] and config.HTMLExporter.sanitize_html is True, (
         "the Formgrader's HTMLExporter must sanitise too")
+
+
+def test_preprocessor_runs_where_nbgrader_lists_it():
+    """nbgrader registers listed preprocessors without enabling them: the sanitiser must be on by itself."""
+    from nbconvert.exporters import NotebookExporter
+
+    exporter = NotebookExporter()
+    exporter.register_preprocessor("dlmed.grading.SanitizeStudentContent")  # as nbgrader's converters do
+    converted, _ = exporter.from_notebook_node(_notebook_with_everything())
+    assert "onerror" not in converted and "alert(" not in converted, "the listed sanitiser did not run"
