@@ -50,7 +50,7 @@ def main() -> int:
         walls, per_student, hidden = [], [], []
         for _ in range(args.repeats):
             started = time.monotonic()
-            subprocess.run([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", "--force", "--no-feedback",
+            subprocess.run([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", "--force", "--no-feedback",
                             "--jobs", str(args.jobs)], cwd=workspace, check=True, capture_output=True,
                            env=dict(os.environ, DLMED_DATA=str(Path(scratch) / "data")))
             walls.append(time.monotonic() - started)

@@ -40,7 +40,7 @@ HONEST = ("alternative_correct", "partial", "mistakes_b")
 
 def run_grade(workspace: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     """``dlmed grade lab1 ARGS`` in ``workspace``, as an instructor runs it."""
-    return subprocess.run([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", *args],
+    return subprocess.run([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", *args],
                           cwd=workspace, capture_output=True, text=True, timeout=timeout)
 
 
@@ -222,7 +222,7 @@ def test_feedback_for_every_graded_student_without_hidden_tests(class_run):
     bz2, lzma, reversed, rot13): the reader threads of the corpus print what they copied so.
     """
     from tests.helpers import hidden_test_leaks, squash
-    from tests.test_release_and_leaks import HIDDEN, _readable_text, _source_regions, _text_outside
+    from tests.course.test_release_and_leaks import HIDDEN, _readable_text, _source_regions, _text_outside
 
     from bs4 import BeautifulSoup
 
@@ -349,7 +349,7 @@ def test_zip_import_and_resume_after_interruption(tmp_path_factory, grading_data
                  "cyd": lab1.build_notebook(release, lab1.SUBMISSIONS["mistakes_b"])}
     export = workspace.parent / "canvas-export.zip"
     _canvas_zip(export, notebooks)
-    process = subprocess.Popen([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", "--jobs", "1",
+    process = subprocess.Popen([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", "--jobs", "1",
                                 "--no-feedback", "--zip", str(export), *hostile.LIMITS],
                                cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results = workspace / "grading" / LAB / "results"

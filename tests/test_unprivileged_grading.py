@@ -108,7 +108,7 @@ def unprivileged_run(ordinary_user):
     subprocess.run(["chown", "-R", f"{ordinary_user.pw_uid}:{ordinary_user.pw_gid}", str(base)], check=True)
     env = dict(_user_env(ordinary_user), DLMED_DATA=str(base / "data"))
     try:
-        completed = subprocess.run(_as_user(ordinary_user) + [sys.executable, "-m", "dlmed.cli", "grade", LAB,
+        completed = subprocess.run(_as_user(ordinary_user) + [sys.executable, "-m", "dlmed", "grade", LAB,
                                                               "--no-progress", "--no-feedback", "--jobs", "2", *hostile.LIMITS],
                                    cwd=workspace, env=env, capture_output=True, text=True, timeout=1500)
     finally:
