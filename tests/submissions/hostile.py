@@ -326,8 +326,8 @@ XSS_CASES = {
 
 
 # A thread that copies, while the notebook is graded, what the kernel runs: IPython's
-# linecache entries, the history, and the source and constants of every code object of a
-# cell on the main thread's stack. The last answer cell prints the copy, encoded so that a scrubber
+# linecache entries, the history, and the source and constants of every code object on the
+# main thread's stack, of cells (not of libraries: that would only swell the output). The last answer cell prints the copy, encoded so that a scrubber
 # looking for verbatim lines cannot see it (the attack of issue 10).
 _READER = """
 import linecache, sys, threading, time
@@ -342,8 +342,8 @@ def _copy_what_runs():
             _loot.add("".join(linecache.getlines(code.co_filename)))
             _loot.update(c for c in code.co_consts if isinstance(c, str))
         frame = frame.f_back
-    for entry in list(linecache.cache.values()):
-        if len(entry) >= 3 and entry[2]:
+    for filename, entry in list(linecache.cache.items()):
+        if len(entry) >= 3 and entry[2] and not str(filename).startswith((sys.prefix, sys.base_prefix)):
             _loot.add("".join(entry[2]))
     _loot.update(str(cell) for cell in get_ipython().user_ns.get("In", []))
 
@@ -362,8 +362,8 @@ _loot, _wake = set(), threading.Event()
 
 def _late_reader():
     _wake.wait()
-    for entry in list(linecache.cache.values()):
-        if len(entry) >= 3 and entry[2]:
+    for filename, entry in list(linecache.cache.items()):
+        if len(entry) >= 3 and entry[2] and not str(filename).startswith((sys.prefix, sys.base_prefix)):
             _loot.add("".join(entry[2]))
     for obj in gc.get_objects():
         code = getattr(obj, "__code__", obj)
@@ -388,7 +388,7 @@ def _print_loot(encoding, wake=False):
     """The last answer cell: the correct answer, then the loot printed in ``encoding``."""
     return _then("ex10_count_parameters",
                  ("_wake.set()\n_late.join(10)\n" if wake else "") + "_text = '\\n'.join(sorted(_loot))\n"
-                 + _ENCODINGS[encoding] + "\nprint('LOOT', len(_text))")
+                 + "print('LOOT', len(_text))\n" + _ENCODINGS[encoding])
 
 
 # A wrong accuracy, and a thread that keeps the visible test's variable at the value it expects.
