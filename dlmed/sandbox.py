@@ -796,7 +796,7 @@ def launch(settings: dict, command: List[str]):
         os.close(launcher_holds)
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _mount(None, "/", flags=MS_REC | MS_PRIVATE)
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_NOATIME)
+        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"],) * 2)
         if isolation == "namespaces":
             uid = settings["uid"]
