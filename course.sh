@@ -5,12 +5,34 @@
 #   ./course.sh test   set up, run the test suite (extra arguments go to pytest)
 #   ./course.sh grade LAB [options]   set up, grade every submission of LAB (dlmed grade)
 # Set-up: a virtual environment in .venv (or $DLMED_VENV) with the dlmed package and all
-# dependencies from pyproject.toml; it is (re)installed when pyproject.toml changes.
+# dependencies from pyproject.toml; it is (re)installed when pyproject.toml changes. On Linux,
+# bubblewrap too where it can be installed (see ensure_bubblewrap).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON="${PYTHON:-python3}"
 VENV="${DLMED_VENV:-.venv}"
+
+# `dlmed grade` run by an ordinary user isolates submissions with bubblewrap (README, "What is
+# enforced where"): a system package, not a Python one. Installed when that is easy and
+# harmless (root with apt-get); otherwise a hint. Failing to install it is not fatal.
+ensure_bubblewrap() {
+    if [ "$(uname -s)" != Linux ] || command -v bwrap >/dev/null 2>&1; then
+        return 0
+    fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing bubblewrap (the class grader's sandbox for graders without root) with apt-get ..."
+        export DEBIAN_FRONTEND=noninteractive
+        if ! apt-get install -y -qq bubblewrap >/dev/null 2>&1 \
+                && ! { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }; then
+            echo "course.sh: apt-get could not install bubblewrap; dlmed grade run by an ordinary user" \
+                 "will fall back to 'basic' isolation (no protection of your files and network)." >&2
+        fi
+    else
+        echo "Note: bubblewrap (bwrap) is not installed: dlmed grade run without root cannot isolate" \
+             "submissions. Install it: sudo apt install bubblewrap, or sudo dnf install bubblewrap." >&2
+    fi
+}
 
 setup() {
     if ! "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)'; then
@@ -30,6 +52,7 @@ setup() {
         "$VENV/bin/python" -m pip install --disable-pip-version-check -q -e ".[postgres,browser]"
         touch "$stamp"
     fi
+    ensure_bubblewrap
     # nbgrader starts helper programs (alembic) by name; make the environment's own win.
     VENV="$(cd "$VENV" && pwd)"
     export PATH="$VENV/bin:$PATH"

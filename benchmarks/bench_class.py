@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     }
     commands = {
         "stock": [sys.executable, "-m", "nbgrader", "autograde", LAB, "--force"],
-        "dlmed": [sys.executable, "-m", "dlmed.cli", "grade", LAB, "--force", "--no-feedback", "--no-progress"],
+        "dlmed": [sys.executable, "-m", "dlmed", "grade", LAB, "--force", "--no-feedback", "--no-progress"],
     }
     for repeat in range(args.repeats):
         for tool in ("stock", "dlmed"):

@@ -60,8 +60,9 @@ from nbclient.exceptions import CellExecutionError
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))  # so that `dlmed` imports without installing it
 
-from dlmed import course, data, medmnist, mura  # noqa: E402  (needs the sys.path entry above)
+from dlmed import course  # noqa: E402  (needs the sys.path entry above)
 from dlmed.config import GRADING_LIMITS  # noqa: E402
+from dlmed.datasets import mednist, mura, pneumoniamnist  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Real MedNIST: 58,954 images in six classes.
@@ -195,16 +196,16 @@ def prepare_mednist_standin(data_root: Path, images_per_class: int) -> dict:
     """
     data_dir = data_root / f"lab-{images_per_class}-per-class"
     started = time.perf_counter()
-    standin = data.make_synthetic_mednist(data_dir, images_per_class=images_per_class, image_size=64)
+    standin = mednist.make_synthetic(data_dir, images_per_class=images_per_class, image_size=64)
     seconds = time.perf_counter() - started
-    link = data_dir / data.MEDNIST_FOLDER
+    link = data_dir / mednist.FOLDER
     if link.is_symlink() and os.readlink(link) != standin.name:
         link.unlink()
     if not link.exists():
         link.symlink_to(standin.name, target_is_directory=True)  # relative: MedNIST -> MedNIST-synthetic
-    found = data.find_mednist(data_dir)
+    found = mednist.find(data_dir)
     if found is None or found.resolve() != standin.resolve():
-        raise RuntimeError(f"dlmed.data.find_mednist({data_dir}) does not accept {link} -> {standin}")
+        raise RuntimeError(f"dlmed.datasets.mednist.find({data_dir}) does not accept {link} -> {standin}")
     return {"data_dir": str(data_dir), "seconds": round(seconds, 2), "images": 6 * images_per_class,
             "standin": str(standin)}
 
@@ -237,24 +238,24 @@ def prepare_lab2_data(args: argparse.Namespace) -> dict:
             f"PneumoniaMNIST is not at {args.pneumoniamnist}; Lab 2's lab mode trains on the real file "
             f"and never on a stand-in. Pass --pneumoniamnist PATH to a copy of pneumoniamnist.npz."
         )
-    mednist = prepare_mednist_standin(args.data_root, args.images_per_class)
+    standin = prepare_mednist_standin(args.data_root, args.images_per_class)
     data_dir = args.data_root / f"lab2-{args.images_per_class}-per-class"
     data_dir.mkdir(parents=True, exist_ok=True)
-    _symlink(data_dir / data.MEDNIST_FOLDER, Path(mednist["standin"]).resolve())
-    _symlink(data_dir / medmnist.PNEUMONIAMNIST_FILE, source)
-    found = data.find_mednist(data_dir)
-    if found is None or found.resolve() != Path(mednist["standin"]).resolve():
-        raise RuntimeError(f"dlmed.data.find_mednist({data_dir}) does not accept its MedNIST link")
-    if (data_dir / mura.MURA_FOLDER).exists() or mura.find_mura(data_dir) is not None:
-        raise RuntimeError(f"{data_dir / mura.MURA_FOLDER} exists; the notebook would use it instead of its synthetic MURA tree")
+    _symlink(data_dir / mednist.FOLDER, Path(standin["standin"]).resolve())
+    _symlink(data_dir / pneumoniamnist.REMOTE.filename, source)
+    found = mednist.find(data_dir)
+    if found is None or found.resolve() != Path(standin["standin"]).resolve():
+        raise RuntimeError(f"dlmed.datasets.mednist.find({data_dir}) does not accept its MedNIST link")
+    if (data_dir / mura.FOLDER).exists() or mura.find(data_dir) is not None:
+        raise RuntimeError(f"{data_dir / mura.FOLDER} exists; the notebook would use it instead of its synthetic MURA tree")
     # Check the file now (the notebook would fail after Part A otherwise); nothing is written.
-    splits = medmnist.load_pneumoniamnist(data_dir, allow_download=False, show_progress=False)
+    splits = pneumoniamnist.load(data_dir, allow_download=False, show_progress=False)
     return {
         "data_dir": str(data_dir),
-        "seconds": mednist["seconds"],
-        "images": mednist["images"],
-        "mednist": f"{data.MEDNIST_FOLDER} -> {mednist['standin']} (SYNTHETIC stand-in)",
-        "pneumoniamnist": f"{medmnist.PNEUMONIAMNIST_FILE} -> {source} (real; MD5 {data.md5sum(source)})",
+        "seconds": standin["seconds"],
+        "images": standin["images"],
+        "mednist": f"{mednist.FOLDER} -> {standin['standin']} (SYNTHETIC stand-in)",
+        "pneumoniamnist": f"{pneumoniamnist.REMOTE.filename} -> {source} (real; MD5 {hashlib.md5(source.read_bytes()).hexdigest()})",
         "pneumoniamnist_images": {split: len(labels) for split, (_, labels) in splits.items()},
     }
 
@@ -262,14 +263,14 @@ def prepare_lab2_data(args: argparse.Namespace) -> dict:
 def make_grading_dir(data_dir: Path) -> dict:
     """A data dir without MedNIST/, holding the small stand-in that grading mode makes.
 
-    It is made here, before timing, with the settings ``data.mednist_folder`` uses in grading
+    It is made here, before timing, with the settings ``mednist.for_notebook`` uses in grading
     mode, so that every timed run reuses it (making it takes well under a second).
     """
-    per_class = max(GRADING_LIMITS["images_per_class"], data.SYNTHETIC_GRADING_MIN_IMAGES_PER_CLASS)
+    per_class = max(GRADING_LIMITS["images_per_class"], mednist.SYNTHETIC_GRADING_MIN_IMAGES_PER_CLASS)
     started = time.perf_counter()
-    data.make_synthetic_mednist(data_dir, images_per_class=per_class)
+    mednist.make_synthetic(data_dir, images_per_class=per_class)
     seconds = time.perf_counter() - started
-    if data.find_mednist(data_dir) is not None:
+    if mednist.find(data_dir) is not None:
         raise RuntimeError(f"{data_dir} holds a MedNIST/ folder; grading mode would use it instead of the small stand-in")
     return {"data_dir": str(data_dir), "seconds": round(seconds, 2), "images": 6 * per_class}
 
@@ -281,17 +282,17 @@ def prepare_lab1_grading_data(data_root: Path) -> dict:
 def prepare_lab2_grading_data(data_root: Path) -> dict:
     """As for Lab 1, plus the PneumoniaMNIST and MURA stand-ins that Lab 2 makes while graded.
 
-    Both are made beforehand with the calls the notebook and ``medmnist.pneumonia_data``
+    Both are made beforehand with the calls the notebook and ``pneumoniamnist.for_notebook``
     make, so that the timed runs reuse them. The dir must hold neither the real
     pneumoniamnist.npz nor MURA-v1.1 (grading would use them).
     """
     data_dir = data_root / "lab2-grading"
     result = make_grading_dir(data_dir)
     started = time.perf_counter()
-    medmnist.make_synthetic_pneumoniamnist(data_dir)
-    mura.make_synthetic_mura(data_dir / "mura-synthetic", patients_per_part=3)  # as the notebook's Part B cell
+    pneumoniamnist.make_synthetic(data_dir)
+    mura.make_synthetic(data_dir / mura.SYNTHETIC_ROOT, patients_per_part=3)  # as the notebook's Part B cell
     result["seconds"] = round(result["seconds"] + time.perf_counter() - started, 2)
-    for name in (medmnist.PNEUMONIAMNIST_FILE, mura.MURA_FOLDER):
+    for name in (pneumoniamnist.REMOTE.filename, mura.FOLDER):
         if (data_dir / name).exists():
             raise RuntimeError(f"{data_dir / name} exists; grading mode would use it instead of a stand-in")
     return result
@@ -309,7 +310,7 @@ def parse_lab1_output(text: str) -> dict:
             "cnn": float(accuracy.group(2)),
             "data": "synthetic stand-in (not medical images)",
         }
-    counts = {name: int(n) for name, n in LAB1_CLASS_COUNT_LINE.findall(text) if name in data.MEDNIST_CLASSES}
+    counts = {name: int(n) for name, n in LAB1_CLASS_COUNT_LINE.findall(text) if name in mednist.CLASSES}
     if counts:
         result["images_per_class_seen"] = counts
     return result

@@ -1,19 +1,21 @@
-"""Helpers shared by the workshop's notebooks.
+"""The workshop's Python package. Its folders say who uses what:
+
+- ``dlmed/`` (this level): what the notebooks import.
+  :mod:`dlmed.core` (``device()``, ``seed_everything()``), :mod:`dlmed.config` (lab vs
+  grading mode, ``run_config()``), :mod:`dlmed.train` (training loop, evaluation,
+  prediction), :mod:`dlmed.plots` (image grids, learning curves, confusion matrices),
+  :mod:`dlmed.checks` (assertions for test cells), :mod:`dlmed.models` (ResNet-18 with
+  cached ImageNet weights).
+- ``dlmed/datasets/``: one module per data set, each with the same surface (``find``,
+  ``fetch``, ``make_synthetic``, ``for_notebook``), and the one download mechanism.
+- ``dlmed/course/``: the course author's tooling: building the course, the students'
+  pytest self-check, the ``dlmed`` command.
+- The class grader (``dlmed grade``): :mod:`dlmed.classgrade`, :mod:`dlmed.sandbox`,
+  :mod:`dlmed.executor`, :mod:`dlmed.guard`, :mod:`dlmed.report`, :mod:`dlmed.sanitize`,
+  and :mod:`dlmed.grading` (what nbgrader, the self-check and the grader share).
 
 Importing ``dlmed`` does nothing but make the submodules reachable; it does not import
-torch, seed anything, create folders or download data. The submodules are:
-
-- :mod:`dlmed.core`: ``device()`` and ``seed_everything()``.
-- :mod:`dlmed.config`: lab mode versus grading mode (``run_config()``).
-- :mod:`dlmed.data`: MedNIST download, cache and synthetic stand-in.
-- :mod:`dlmed.medmnist`: PneumoniaMNIST download, cache and synthetic stand-in.
-- :mod:`dlmed.mura`: MURA-v1.1 tables and datasets, and a synthetic MURA-like tree.
-- :mod:`dlmed.models`: ResNet-18 with ImageNet weights when they are on the machine.
-- :mod:`dlmed.train`: a training loop with a progress bar, evaluation, prediction.
-- :mod:`dlmed.plots`: image grids, learning curves, confusion matrices.
-- :mod:`dlmed.checks`: assertion helpers used by the notebooks' test cells.
-- :mod:`dlmed.grading`, :mod:`dlmed.course`, :mod:`dlmed.cli`, :mod:`dlmed.pytest_plugin`:
-  nbgrader configuration helpers, course build steps and the students' pytest self-check.
+torch, seed anything, create folders or download data.
 """
 
 import importlib

@@ -90,6 +90,7 @@ class StudentResult:
     events: List[dict] = dataclasses.field(default_factory=list)
     failures: Dict[str, str] = dataclasses.field(default_factory=dict)  # test cell -> last line of its error
     seconds: float = 0.0
+    hidden_seconds: List[float] = dataclasses.field(default_factory=list)  # each hidden-test part's sealed run
     peak_memory: int = 0
     fingerprint: str = ""
     reused: bool = False  # up to date from an earlier run
@@ -441,10 +442,17 @@ class ClassGrader:
         with open(self.folder / "grade.log", "a", encoding="utf-8") as log:
             log.write(f"{datetime.datetime.now().isoformat(timespec='seconds')} {message}\n")
 
-    def _isolation(self) -> str:
-        if self.settings.isolation != "auto":
-            return self.settings.isolation
-        return sandbox.detect_isolation()
+    def _isolation(self) -> Tuple[str, str]:
+        """(isolation, why it was chosen); an explicitly asked-for isolation that cannot work here is an error."""
+        if self.settings.isolation == "auto":
+            return sandbox.choose_isolation()
+        asked = self.settings.isolation
+        problem = sandbox.isolation_problem(asked)
+        if problem:
+            advice = sandbox.userns_advice() + "\n" if asked == "bubblewrap" else ""
+            raise course.CourseError(f"--isolation {asked} does not work here: {problem}.\n{advice}"
+                                     f"Or leave --isolation out: the grader then uses the strongest isolation that works.")
+        return asked, "asked for with --isolation" + (f". {sandbox.BASIC_WARNING}" if asked == "basic" else "")
 
     def _data_dir(self) -> Path:
         from dlmed.data import data_dir
@@ -638,7 +646,8 @@ class ClassGrader:
         failures = test_failures(executed)
         outcome = StudentResult(student, "graded", scores=self.read_scores(student), reason=result.stop_reason or "",
                                 notes=notes, events=result.events, failures=failures, seconds=result.seconds,
-                                peak_memory=result.peak_memory, fingerprint=fingerprint)
+                                hidden_seconds=result.hidden_seconds, peak_memory=result.peak_memory,
+                                fingerprint=fingerprint)
         self._log(f"{student}: {outcome.points:g} points in {result.seconds:.1f} s"
                   + (f"; stopped: {result.stop_reason}" if result.stop_reason else ""))
         self._write_journal(outcome)
@@ -721,7 +730,7 @@ class ClassGrader:
         self.lab_info = load_lab(self.db_url, self.root, self.lab)
         students = self.students()
         self.in_gradebook = self._students_in_gradebook()
-        self.isolation = self._isolation()
+        self.isolation, self.isolation_reason = self._isolation()
         self.data_dir = self._data_dir()
         self.layout = self._sandbox_layout()
         self.kernel_env = self._kernel_env()
@@ -730,8 +739,13 @@ class ClassGrader:
         self.uids = queue.Queue()
         for slot in range(settings.jobs):
             self.uids.put(sandbox.SANDBOX_UID_BASE + 1 + slot)
+        self._log(f"isolation: {self.isolation}: {self.isolation_reason}")
         self._log(f"grading {len(students)} submissions of {self.lab} with {settings.jobs} parallel kernels; "
-                  f"isolation: {self.isolation}; limits: {settings.limits.describe()}")
+                  f"limits: {settings.limits.describe()}")
+        _say(f"Isolation '{self.isolation}': {self.isolation_reason}")
+        if self.isolation == "basic":
+            print("WARNING: student code is not isolated from your files and the network ('basic' isolation).",
+                  file=sys.stderr, flush=True)
         _say(f"Grading {len(students)} submissions of {self.lab}: {settings.jobs} at a time, "
              f"isolation '{self.isolation}', {settings.limits.describe()}.")
         if settings.check_reference and students:
@@ -824,7 +838,8 @@ def grade_class(root: Path, settings: GradeSettings) -> List[StudentResult]:
             course.run_nbgrader(["generate_feedback", settings.lab, "--force"], root,
                                 log_name=str(grader.folder / "feedback.log"))
         paths = report.write_report(grader.folder, grader.lab_info, outcomes, seconds=seconds,
-                                    isolation=grader.isolation, limits=settings.limits, jobs=settings.jobs)
+                                    isolation=grader.isolation, isolation_reason=grader.isolation_reason,
+                                    limits=settings.limits, jobs=settings.jobs)
         _say(report.summary(grader.lab_info, outcomes, seconds))
         _say(f"Report: {paths['html']} (scores: {paths['csv']})")
         return outcomes

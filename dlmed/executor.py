@@ -10,23 +10,33 @@ timeout, interrupt, error-on-timeout and recording of errors, so cells score as 
   stops the run: every remaining cell gets an error output, so no test cell scores by
   default (nbgrader gives full marks to a test cell without output);
 - the integrity guard (:mod:`dlmed.guard`) around every graded test cell;
+- the hidden part of a test cell never runs in the kernel: the kernel runs the visible part
+  as the cell, and the hidden part runs in a sealed fork of the kernel that gets the code
+  from here and returns only a verdict (:meth:`GuardedExecute._run_hidden`), so no thread
+  of the submission can read the hidden tests or change what they compare;
 - a cap on the outputs kept, so a cell printing gigabytes cannot exhaust the grader;
 - a memory watchdog over the kernel and its children;
 - a log of everything that happened (``events``), for the instructor's report.
 
 It runs in the sandbox's supervisor process (:mod:`dlmed.sandbox`), never in the kernel, and
 does not import nbgrader (1.7 s per student). What it needs to know about cells (which names
-a test reads, which only its hidden part binds) the grader works out beforehand with
+a test reads and binds, its hidden code) the grader works out beforehand with
 :func:`cell_annotations`.
 """
 
 import ast
 import asyncio
+import contextlib
+import errno
 import json
 import os
 import queue
 import secrets
+import select
 import signal
+import socket
+import struct
+import tempfile
 import time
 from typing import Dict, List, Optional
 
@@ -38,7 +48,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Dict as DictTrait
 
-from dlmed.grading import is_graded_test_cell, split_hidden_tests
+from dlmed.grading import HIDDEN_FAILED, is_graded_test_cell, split_hidden_tests
 
 #: ``ename`` of the error outputs the grader itself adds to cells.
 GRADER_ERROR = "GradingStopped"
@@ -50,6 +60,9 @@ GUARDED_MODULES = [
     "torch", "torch.nn", "torch.nn.functional", "torch.testing", "torch.utils.data",
     "sklearn.metrics", "pandas", "dlmed.checks",
 ]
+#: Guarded always: what the fork that runs hidden tests seals itself with (dlmed.guard.run_hidden
+#: puts them back just before it forks).
+SEALING_MODULES = ["os", "signal", "socket", "ctypes", "io", "json", "faulthandler", "threading", "dlmed.seal"]
 GUARDED_CLASSES = ["torch.Tensor", "torch.nn.Module"]
 
 
@@ -105,31 +118,28 @@ def names_bound(source: str) -> List[str]:
     return sorted(bound)
 
 
-def names_only_hidden_tests_bind(source: str) -> List[str]:
-    """Names bound by the hidden part of a test cell and not by its visible part."""
-    visible, hidden = split_hidden_tests(source)
-    if not hidden.strip():
-        return []
-    return sorted(set(names_bound(hidden)) - set(names_bound(visible)))
-
-
 def is_trusted_cell(cell) -> bool:
     """A locked instructor cell that is neither a test nor an answer: nbgrader restores its source."""
     meta = cell.get("metadata", {}).get("nbgrader", {})
     return cell.get("cell_type") == "code" and bool(meta.get("locked")) and not meta.get("grade") and not meta.get("solution")
 
 
-def cell_annotations(nb) -> Dict[str, Dict[str, List[str]]]:
+def cell_annotations(nb) -> Dict[str, Dict]:
     """What the executor must know per cell, by cell index (as a string, for JSON).
 
-    Test cells: ``reads`` (names the test uses), ``binds`` (names it binds itself) and
-    ``hidden_only`` (names only its hidden part binds). Trusted instructor cells: ``binds``.
+    Test cells: ``reads`` and ``binds`` (names the visible part uses and binds: what the
+    kernel runs); with hidden tests also ``hidden`` (the hidden part as plain Python, run in
+    the sealed fork) and ``hidden_reads``/``hidden_binds`` (the same for the whole cell).
+    Trusted instructor cells: ``binds``.
     """
     annotations = {}
     for index, cell in enumerate(nb.cells):
         if is_graded_test_cell(cell):
-            annotations[str(index)] = {"reads": names_read(cell.source), "binds": names_bound(cell.source),
-                                       "hidden_only": names_only_hidden_tests_bind(cell.source)}
+            visible, hidden = split_hidden_tests(cell.source)
+            annotations[str(index)] = {"reads": names_read(visible), "binds": names_bound(visible)}
+            if hidden.strip():
+                annotations[str(index)].update(hidden=_python_source(hidden), hidden_reads=names_read(cell.source),
+                                               hidden_binds=names_bound(cell.source))
         elif is_trusted_cell(cell):
             annotations[str(index)] = {"binds": names_bound(cell.source)}
     return annotations
@@ -185,13 +195,14 @@ class GuardedExecute(NotebookClient):
         self.notebook_timeout = notebook_timeout
         self.max_output_bytes = max_output_bytes
         self.memory_bytes = memory_bytes
-        self.guard_modules = GUARDED_MODULES if guard_modules is None else guard_modules
+        self.guard_modules = list(GUARDED_MODULES if guard_modules is None else guard_modules) + SEALING_MODULES
         self.guard_classes = GUARDED_CLASSES if guard_classes is None else guard_classes
         self.events: List[Dict] = []
         self.stop_reason: Optional[str] = None
         self.peak_memory = 0
         self.output_bytes = 0
         self.watchdog_reason: Optional[str] = None
+        self.hidden_seconds: List[float] = []  # per hidden-test part: fork, seal, run and verdict
 
     # -- the run --------------------------------------------------------------------------
 
@@ -235,13 +246,14 @@ class GuardedExecute(NotebookClient):
         answer = await self._guard("install", [self.guard_modules, self.guard_classes], timeout=self.cell_timeout)
         if answer is None:
             self._stop("the grader could not start its integrity guard in the kernel")
-        for index, cell in enumerate(self.nb.cells):
-            if cell.cell_type != "code" or not cell.source.strip():
-                continue
-            if self.stop_reason:
-                self._mark_not_run(cell)
-                continue
-            await self._run_cell(cell, index)
+        with self._hidden_channel():
+            for index, cell in enumerate(self.nb.cells):
+                if cell.cell_type != "code" or not cell.source.strip():
+                    continue
+                if self.stop_reason:
+                    self._mark_not_run(cell)
+                    continue
+                await self._run_cell(cell, index)
 
     async def _run_cell(self, cell, index):
         graded = is_graded_test_cell(cell)
@@ -257,6 +269,7 @@ class GuardedExecute(NotebookClient):
                 self._event("tampering-undone", label, answer["restored"])
             if answer["shadowed"]:
                 self._event("names-set-aside", label, answer["shadowed"])
+            threads = answer["threads"]
         elif is_trusted_cell(cell):
             answer = await self._guard("before_trusted", [])
             if answer and answer["restored"]:
@@ -267,6 +280,9 @@ class GuardedExecute(NotebookClient):
             self._mark_not_run(cell)
             return
         self.timeout = max(1, int(min(self.cell_timeout, remaining)))
+        full_source = cell.source
+        if graded and "hidden" in info:
+            cell.source = split_hidden_tests(full_source)[0]  # the kernel runs the visible part only
         try:
             await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1, store_history=True)
         except DeadKernelError:
@@ -282,6 +298,8 @@ class GuardedExecute(NotebookClient):
             cell.outputs.append(error_output(GRADER_ERROR, reason))
             self._stop(reason)
             return
+        finally:
+            cell.source = full_source  # nbgrader checks and records the cell as the student received it
         if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs if o.output_type == "error"):
             self._event("timeout", label, [f"ran past the cell time limit of {self.timeout} s and was interrupted"])
             if await self._guard("ping", [], timeout=10) is None:
@@ -289,19 +307,28 @@ class GuardedExecute(NotebookClient):
                 self._stop(f"{label} ran past its time limit and ignored the interrupt; the kernel was stopped")
                 return
         if graded:
-            await self._after_test(cell, label, info.get("hidden_only", []))
+            if "hidden" in info and not self.stop_reason and not any(o.output_type == "error" for o in cell.outputs):
+                await self._hidden_tests(cell, label, info)
+            await self._after_test(cell, label, threads)
         elif is_trusted_cell(cell):
             await self._guard("record_trusted", [info.get("binds", [])])
 
-    async def _after_test(self, cell, label, hidden_only):
-        answer = await self._guard("leave", [hidden_only])
+    async def _after_test(self, cell, label, threads_before):
+        answer = await self._guard("leave", [])
         if answer is None:
             cell.outputs.append(error_output(INTEGRITY_ERROR, "the kernel stopped answering the grader's integrity check"))
             self._stop(f"the kernel did not run the grader's integrity check after {label}: it was tampered with")
-        elif answer["changed"]:
+            return
+        if answer["changed"]:
             cell.outputs.append(error_output(
                 INTEGRITY_ERROR, "changed while this test ran, so it cannot count: " + "; ".join(answer["changed"])))
             self._event("changed-during-test", label, answer["changed"])
+        threads = sorted(set(threads_before) | set(answer["threads"]))
+        if threads:
+            cell.outputs.append(error_output(
+                INTEGRITY_ERROR, "a thread the submission started was running while this test ran (it could change "
+                "what the test compares), so the test cannot count"))
+            self._event("student-thread", label, threads)
         # nbgrader reads the first error or execute_result: a result published by student code
         # before the error must not turn a failed test into partial credit.
         if any(o.output_type == "error" for o in cell.outputs):
@@ -309,6 +336,137 @@ class GuardedExecute(NotebookClient):
             if forged:
                 cell.outputs = [o for o in cell.outputs if o.output_type != "execute_result"]
                 self._event("result-removed", label, ["an execute_result published inside a failing test was removed"])
+
+    # -- hidden tests in a sealed fork ----------------------------------------------------
+
+    @contextlib.contextmanager
+    def _hidden_channel(self):
+        """Listen, for the whole run, where sealed copies of the kernel ask for their hidden tests.
+
+        A Unix socket with a random name in the kernel's runtime folder (with namespaces a
+        folder the kernel may traverse but not list). Anyone in the sandbox may connect;
+        only the copy the guard just forked gets the code (checked with ``SO_PEERCRED``).
+        """
+        folder = os.environ.get("JUPYTER_RUNTIME_DIR") or tempfile.gettempdir()
+        os.makedirs(folder, exist_ok=True)
+        self.channel_path = os.path.join(folder, f"hidden-{secrets.token_hex(8)}.sock")
+        self.channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.channel.bind(self.channel_path)
+            os.chmod(self.channel_path, 0o666)  # the kernel's own user must be able to connect
+            self.channel.listen(16)
+            self.channel.setblocking(False)
+            yield
+        finally:
+            self.channel.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.channel_path)
+
+    async def _hidden_tests(self, cell, label, info):
+        """Run the cell's hidden part in a sealed fork; a failure becomes a ``HiddenTestFailed`` error output."""
+        started = time.monotonic()
+        verdict = await self._run_hidden(label, info)
+        self.hidden_seconds.append(time.monotonic() - started)
+        if verdict.get("gaps"):
+            self._event("hidden-tests-unsealed", label, verdict["gaps"])
+        if not verdict.get("passed"):
+            message = f"{verdict.get('ename') or 'Error'}: {verdict.get('evalue') or ''}".rstrip(": ")
+            cell.outputs.append(error_output(HIDDEN_FAILED, message))  # in full for the instructor; feedback: a fixed text
+
+    async def _run_hidden(self, label, info) -> Dict:
+        """Fork, stop every other process of the submission, send the hidden code, read the verdict, kill the fork."""
+        answer = await self._guard("run_hidden", [self.channel_path])
+        if answer is not None and answer.get("child") is None and answer.get("errno") == errno.EAGAIN:
+            # Out of processes (a fork bomb left its children behind): end them and try once more.
+            killed = self._kill_student_processes()
+            await self._guard("reap", [])
+            self._event("processes-killed", label, [f"{killed} processes the submission left running were killed: "
+                                                    "the hidden tests need a process of their own"])
+            answer = await self._guard("run_hidden", [self.channel_path])
+        if answer is None:
+            return _failed("the kernel did not answer the grader's request to run the hidden tests")
+        if answer.get("child") is None:
+            return _failed(f"the kernel could not start a process for the hidden tests: {answer.get('error')}")
+        deadline = time.monotonic() + self.timeout
+        found = await self._accept_child(answer["child"], deadline)
+        if found is None:
+            return _failed("the process for the hidden tests did not start")
+        connection, child, kernel = found
+        stopped, child_handle = [], _pidfd(child)  # it is alive: it has just connected and waits for the code
+        try:
+            stopped = _stop_all(self._top_pid(), keep=child)
+            if not _ignores_sigchld(kernel):
+                self._event("changed-during-test", label, ["the kernel stopped ignoring SIGCHLD during the hidden tests"])
+                return _failed("the kernel's signal handling was changed while the hidden tests were to run",
+                               ename=INTEGRITY_ERROR)
+            request = {"code": info["hidden"], "reads": info["hidden_reads"], "binds": info["hidden_binds"],
+                       "seconds": max(0.5, deadline - time.monotonic() - 1)}
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(connection, json.dumps(request).encode() + b"\n")
+            received = []
+            try:
+                line = await asyncio.wait_for(_read_line(loop, connection, received), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                where = b"".join(received).decode(errors="replace")[-3000:]  # faulthandler's dump, if it came
+                self._event("timeout", label, [f"the hidden tests ran past the cell time limit of {self.timeout} s", where])
+                return _failed(f"the hidden tests ran past the cell time limit of {self.timeout} s", ename="CellTimeoutError")
+            try:
+                verdict = json.loads(line)
+            except ValueError:
+                verdict = None
+            if not isinstance(verdict, dict):
+                return _failed("the hidden tests ended without a verdict (the process died or wrote garbage): "
+                               + line.decode(errors="replace")[-2000:])
+            return verdict
+        finally:
+            connection.close()
+            _kill_and_wait(child, pidfd=child_handle)
+            if child_handle is not None:
+                os.close(child_handle)
+            for pid in stopped:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGCONT)
+
+    async def _accept_child(self, namespace_pid, deadline):
+        """(connection, child pid, kernel pid) once the forked copy ``namespace_pid`` connects; None if it dies or never does."""
+        loop = asyncio.get_running_loop()
+        kernel = self._kernel_pid()
+        while time.monotonic() < deadline:
+            child = next((pid for pid in _child_pids(kernel) if _namespace_pid(pid) == namespace_pid), None) if kernel else None
+            if child is None:
+                return None  # it died (SIGCHLD is ignored: nothing is left of it) or never existed
+            try:
+                connection, _ = await asyncio.wait_for(loop.sock_accept(self.channel), 0.5)
+            except asyncio.TimeoutError:
+                continue
+            peer = _peer_pid(connection)
+            if peer == child:
+                return connection, child, kernel
+            connection.close()
+            self._event("hidden-channel-misuse", "notebook", [f"process {peer} connected to the grader's hidden-test channel"])
+        return None
+
+    def _top_pid(self) -> Optional[int]:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return None if process is None else process.pid
+
+    def _kernel_pid(self) -> Optional[int]:
+        """The kernel's pid: the launcher's child with namespaces, else the process the provisioner started."""
+        if getattr(self, "_kernel_pid_found", None) is None:
+            top = self._top_pid()
+            try:
+                launcher = top is not None and "--launch" in psutil.Process(top).cmdline()
+            except psutil.Error:
+                return None
+            self._kernel_pid_found = next(iter(_child_pids(top)), None) if launcher else top
+        return self._kernel_pid_found
+
+    def _kill_student_processes(self) -> int:
+        """Kill every process the kernel started (not the kernel); return how many."""
+        pids = _descendants(self._kernel_pid())
+        for pid in pids:
+            _kill_and_wait(pid, timeout=0.5)
+        return len(pids)
 
     # -- the guard ------------------------------------------------------------------------
 
@@ -438,3 +596,140 @@ class GuardedExecute(NotebookClient):
     def _mark_not_run(self, cell):
         cell.outputs = [error_output(GRADER_ERROR, f"not run: {self.stop_reason}")]
         cell.execution_count = None
+
+
+def _failed(reason: str, ename: str = GRADER_ERROR) -> Dict:
+    return {"passed": False, "ename": ename, "evalue": reason}
+
+
+def _child_pids(pid: int) -> List[int]:
+    """Pids of the children of ``pid`` (from ``/proc/<pid>/task/*/children`` where Linux has it: no full scan)."""
+    tasks = f"/proc/{pid}/task"
+    if not os.path.isdir(tasks):
+        try:
+            return [child.pid for child in psutil.Process(pid).children()]
+        except psutil.Error:
+            return []
+    pids = []
+    try:
+        for task in os.listdir(tasks):
+            with open(f"{tasks}/{task}/children") as children:
+                pids += [int(child) for child in children.read().split()]
+    except OSError:
+        pass
+    return pids
+
+
+def _descendants(pid: Optional[int]) -> List[int]:
+    if pid is None:
+        return []
+    found, queue_ = [], [pid]
+    while queue_:
+        children = _child_pids(queue_.pop())
+        found += children
+        queue_ += children
+    return found
+
+
+def _namespace_pid(pid: int) -> int:
+    """The pid that process ``pid`` has in its own PID namespace (the kernel's, with namespaces)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except (OSError, ValueError):
+        pass
+    return pid
+
+
+def _ignores_sigchld(pid: int) -> bool:
+    if not os.path.isdir("/proc"):
+        return True  # no way to look (macOS): the guard set it
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            mask = next(int(line.split()[1], 16) for line in status if line.startswith("SigIgn:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(mask & (1 << (signal.SIGCHLD - 1)))
+
+
+def _peer_pid(connection: socket.socket) -> int:
+    """The pid of the process at the other end of a Unix socket (Linux ``SO_PEERCRED``, macOS ``LOCAL_PEERPID``)."""
+    if hasattr(socket, "SO_PEERCRED"):
+        return struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[0]
+    return struct.unpack("i", connection.getsockopt(0, 2, 4))[0]  # SOL_LOCAL, LOCAL_PEERPID
+
+
+def _run_state(pid: int) -> str:
+    """``"stopped"``, ``"gone"`` (dead or a zombie) or ``"running"``."""
+    if os.path.isdir("/proc/self"):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                state = stat.read().rpartition(")")[2].split()[0]
+        except OSError:
+            return "gone"
+        return "stopped" if state in "Tt" else "gone" if state in "ZXx" else "running"
+    try:
+        status = psutil.Process(pid).status()
+    except psutil.Error:
+        return "gone"
+    return ("stopped" if status == psutil.STATUS_STOPPED
+            else "gone" if status in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD) else "running")
+
+
+def _wait_for_state(pids, states, timeout: float):
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while _run_state(pid) not in states and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+
+def _stop_all(top: Optional[int], keep: int) -> List[int]:
+    """SIGSTOP ``top`` and its descendants (but ``keep``), wait until they stopped, repeat for any started meanwhile."""
+    stopped = []
+    for _ in range(20):
+        fresh = [pid for pid in ([top] + _descendants(top) if top else []) if pid != keep and pid not in stopped]
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        _wait_for_state(fresh, ("stopped", "gone"), timeout=2)
+    return stopped
+
+
+def _kill_and_wait(pid: int, timeout: float = 5, pidfd: Optional[int] = None):
+    """SIGKILL ``pid`` and wait until it is gone or a zombie (its locks and files are released then).
+
+    With ``pidfd`` (Linux) the signal cannot reach another process that got the same pid
+    after ``pid`` ended by itself (the grader may run as root).
+    """
+    with contextlib.suppress(OSError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    if pidfd is not None:
+        select.select([pidfd], [], [], timeout)  # readable once the process has ended
+        return
+    _wait_for_state([pid], ("gone",), timeout)
+
+
+def _pidfd(pid: int) -> Optional[int]:
+    """A pidfd for ``pid`` where the platform has them, else None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+async def _read_line(loop, connection, received: List[bytes]) -> bytes:
+    """Read up to a newline (or the end); what arrived so far stays in ``received`` should time run out."""
+    while not b"".join(received).endswith(b"\n"):
+        chunk = await loop.sock_recv(connection, 65536)
+        if not chunk:
+            break
+        received.append(chunk)
+    return b"".join(received)

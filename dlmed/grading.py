@@ -12,6 +12,7 @@ Importing this module does not import nbgrader; the preprocessors are built on f
 (nbgrader_config.py asks for them by name).
 """
 
+import builtins
 import re
 from typing import List, Optional, Tuple
 
@@ -72,13 +73,18 @@ def _hide_hidden_tests_class():
         """Remove hidden tests from a notebook students will see (solutions, feedback).
 
         nbgrader's ``generate_solution`` and ``generate_feedback`` keep hidden tests. This
-        preprocessor removes the ``### BEGIN/END HIDDEN TESTS`` regions and, in cells that
+        preprocessor removes the ``### BEGIN/END HIDDEN TESTS`` regions of test cells and, in cells that
         had one, shortens error tracebacks to their last line (``AssertionError: message``)
         because a traceback quotes the source lines around the failing assert. A student's
         later cell could also print hidden test code it dug out of the kernel (the class
         grader scrubs the kernel, this is the second line of defence): every output line
         that contains a hidden-test line of the notebook (15 characters or more, and not
         also in a visible cell) is replaced by a note.
+
+        A failure of the hidden tests (``HiddenTestFailed``, recorded by the class grader,
+        :mod:`dlmed.executor`) becomes a fixed text: its message was produced by student
+        code while the hidden tests ran and could carry what they contain. Only the
+        exception's class is kept, and only when it is a builtin one (``AssertionError``).
         """
 
         def preprocess(self, nb, resources):
@@ -91,10 +97,20 @@ def _hide_hidden_tests_class():
             return nb, resources
 
         def preprocess_cell(self, cell, resources, cell_index):
+            # Hidden tests live only in autograded test cells (nbgrader refuses them elsewhere when
+            # it generates the lab). Anywhere else the marker text is a student's own writing: left
+            # alone, it can neither cut their answer nor stop feedback ("No end hidden tests
+            # statement found", which nbgrader raises for a begin marker without an end).
+            if not is_graded_test_cell(cell):
+                return cell, resources
             removed = self._remove_hidden_test_region(cell)
-            if removed and cell.cell_type == "code":
+            if cell.cell_type == "code":
                 for output in cell.get("outputs", []):
-                    if output.get("output_type") == "error":
+                    if output.get("output_type") != "error":
+                        continue
+                    if output.get("ename") == HIDDEN_FAILED:
+                        output["evalue"] = hidden_failure_text(output.get("evalue", ""))
+                    if removed or output.get("ename") == HIDDEN_FAILED:
                         output["traceback"] = [f"{output.get('ename')}: {output.get('evalue')}"]
             return cell, resources
 
@@ -102,6 +118,21 @@ def _hide_hidden_tests_class():
 
 
 _SCRUBBED = "[a line of hidden test code was removed by the grader]"
+
+#: ``ename`` of a test cell's error output when its hidden part failed (set by dlmed.executor).
+HIDDEN_FAILED = "HiddenTestFailed"
+_BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items()
+                       if isinstance(value, type) and issubclass(value, BaseException)}
+
+
+def hidden_failure_text(evalue: str) -> str:
+    """What a student's feedback says for a failed hidden test whose error was ``"<class>: <message>"``.
+
+    A fixed text; the exception's class only when it is a builtin exception (a student's
+    code chooses the message and could choose a class name of its own).
+    """
+    name = evalue.split(":", 1)[0].strip()
+    return "the hidden tests failed" + (f" ({name})" if name in _BUILTIN_EXCEPTIONS else "")
 
 
 def split_hidden_tests(source: str) -> Tuple[str, str]:
@@ -124,6 +155,9 @@ def _hidden_lines(nb) -> List[str]:
     """Hidden-test lines of ``nb`` worth scrubbing: 15+ characters and in no visible code."""
     hidden, visible = set(), []
     for cell in nb.cells:
+        if not is_graded_test_cell(cell):
+            visible.append(cell.source)
+            continue
         shown, region = split_hidden_tests(cell.source)
         hidden.update(line.strip() for line in region.splitlines() if len(line.strip()) >= 15)
         visible.append(shown)

@@ -18,10 +18,27 @@ request (which no input transformer sees):
 - :func:`enter` (before a test cell): put everything back as it was, bind the trusted
   values of the names the test reads (the student's own bindings come back afterwards), and
   hide student variables that shadow builtins the test uses. Reports what it restored.
+- :func:`run_hidden` (after the visible part of a test cell passed): fork a sealed copy of
+  the kernel that receives the hidden part from the grader, runs it and sends back the
+  verdict (see below). The kernel itself never holds hidden test code.
 - :func:`leave` (after a test cell): report anything the test's run changed (a student
-  function that patches a helper while it is being tested), put it back, return the
-  student's bindings, and remove the hidden test code from the kernel's history,
-  ``linecache`` and last traceback, and the names only the hidden part bound.
+  function that patches a helper while it is being tested), put it back, and return the
+  student's bindings.
+
+:func:`enter` and :func:`leave` also list the *student threads* alive (threads running code
+that is not an installed library's: a notebook cell, ``exec``'d code): a test during which
+one was alive cannot count, because such a thread can change the values the test compares.
+
+**Hidden tests run in a sealed fork.** A thread the submission started keeps running while
+the kernel runs a test; had the kernel run the hidden tests, such a thread could copy them
+(from ``linecache``, the main thread's stack) and print them later, encoded, into the
+student's own feedback. So the grader runs only a test cell's visible part in the kernel.
+For the hidden part :func:`run_hidden` forks: the copy has no other threads (``fork`` copies
+only the calling one), seals itself (:mod:`dlmed.seal`: no output, every file descriptor
+but one replaced by ``/dev/null``, shared memory made private, a seccomp filter against
+every way of leaving data behind), connects to the grader's supervisor, which stops every
+other process of the submission, sends it the hidden code and reads the verdict, then kills
+it. Nothing the hidden code or the student code it calls does can reach the kernel.
 
 Changes that libraries make themselves (a lazy import replacing a stub, ``%matplotlib
 inline`` registering a hook) are accepted: only replacements by code that is not an
@@ -34,16 +51,23 @@ Nothing happens on import; the functions are called by the grader only.
 """
 
 import builtins
+import faulthandler
 import importlib
 import json
-import linecache
+import os
 import signal
+import socket
 import sys
+import threading
 import types
-
-HIDDEN_MARKER = "BEGIN HIDDEN TESTS"
+import warnings
 
 _state = None
+
+# Taken when the grader imports this module, before any student code runs: a submission that
+# rebinds sys._current_frames, threading.enumerate or os.fork cannot hide its threads from,
+# or fake the fork of, the guard.
+_current_frames, _threads, _fork = sys._current_frames, threading.enumerate, os.fork
 
 
 def _functions_of(namespace):
@@ -265,13 +289,15 @@ def _answer(nonce, **fields):
 def install(nonce, module_names, class_paths):
     """Take the trusted snapshot (call before any student code runs); returns a JSON answer."""
     global _state
-    import os
-
     from IPython import get_ipython
 
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
                 os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     _state = _Snapshot(get_ipython(), module_names, class_paths, [p.rstrip(os.sep) + os.sep for p in prefixes])
+    if sys.platform.startswith("linux"):
+        from dlmed import seal
+
+        seal.load_library()  # imported and loaded here once, not in every fork that runs hidden tests
     return _answer(nonce, modules=sorted(_state.modules))
 
 
@@ -312,7 +338,8 @@ def enter(nonce, names, binds=()):
 
     Returns a JSON answer: ``restored`` lists tampering that was undone, ``shadowed`` the
     student's names that were set aside while the test runs (often innocent: a variable
-    called ``data`` or ``train``).
+    called ``data`` or ``train``), ``threads`` the student threads alive (see
+    :func:`student_threads`).
     """
     restored = _state.changes(restore=True)
     shadowed = []
@@ -333,53 +360,192 @@ def enter(nonce, names, binds=()):
     _state.swapped = swapped
     _state.watched = {name: user_ns.get(name, _MISSING) for name in names
                       if name not in binds and (name in _state.trusted_names or name in swapped)}
-    return _answer(nonce, restored=restored, shadowed=shadowed)
+    return _answer(nonce, restored=restored, shadowed=shadowed, threads=student_threads())
 
 
-def leave(nonce, hidden_names):
-    """After a test cell: report changes made during it, undo them, and scrub hidden test code.
-
-    ``hidden_names`` are names bound only by the cell's hidden tests; they are deleted.
-    Returns a JSON answer whose ``changed`` lists what the test's run changed.
-    """
-    changed = _state.changes(restore=True)
+def _changes_during_test(restore):
+    """What changed since :func:`enter` (patched helpers, rebound names the test reads); undone if ``restore``."""
+    changed = _state.changes(restore=restore)
     user_ns = _state.shell.user_ns
     for name, value in _state.watched.items():
         if user_ns.get(name, _MISSING) is not value:
             changed.append(f"the name {name!r} was rebound while the test ran")
+            if not restore:
+                continue
             if value is _MISSING:
                 user_ns.pop(name, None)
             else:
                 user_ns[name] = value
+    return changed
+
+
+def leave(nonce):
+    """After a test cell: report changes made during it and undo them; give back the student's bindings.
+
+    Returns a JSON answer: ``changed`` lists what the test's run changed, ``threads`` the
+    student threads alive now.
+    """
+    changed = getattr(_state, "changed_before_hidden", []) + _changes_during_test(restore=True)
+    _state.changed_before_hidden = []
+    user_ns = _state.shell.user_ns
     for name, student_value in _state.swapped.items():
         if student_value is _MISSING:
             user_ns.pop(name, None)
         else:
             user_ns[name] = student_value
     _state.swapped, _state.watched = {}, {}
-    for name in hidden_names:
-        user_ns.pop(name, None)
-    _scrub_hidden_code(_state.shell)
-    return _answer(nonce, changed=changed)
+    previous = getattr(_state, "sigchld", None)
+    if previous is not None:  # run_hidden ignored SIGCHLD so that its sealed copy left no zombie
+        signal.signal(signal.SIGCHLD, previous)
+        _state.sigchld = None
+    return _answer(nonce, changed=changed, threads=student_threads())
 
 
-def _scrub_hidden_code(shell):
-    """Remove test-cell source with hidden tests from the places later student code could read it."""
-    user_ns = shell.user_ns
-    history = shell.history_manager
-    for entries in (history.input_hist_parsed, history.input_hist_raw):
-        for index, source in enumerate(entries):
-            if HIDDEN_MARKER in source:
-                entries[index] = ""
-    for name in [n for n, v in user_ns.items() if n.startswith("_i") and isinstance(v, str) and HIDDEN_MARKER in v]:
-        user_ns[name] = ""
-    for filename in [f for f, entry in linecache.cache.items()
-                     if len(entry) >= 3 and HIDDEN_MARKER in "".join(entry[2] or [])]:
-        del linecache.cache[filename]
-    if history.db is not None and hasattr(history.db, "execute"):
-        with history.db:
-            history.db.execute("UPDATE history SET source = '', source_raw = '' WHERE source LIKE ?",
-                               (f"%{HIDDEN_MARKER}%",))
-    for name in ("last_type", "last_value", "last_traceback", "last_exc"):
-        if hasattr(sys, name):
-            setattr(sys, name, None)
+def _is_student_code(code) -> bool:
+    return not _from_library(code, _state.prefixes)
+
+
+def student_threads():
+    """Descriptions of the threads, other than this one, that run or will run code the submission wrote.
+
+    A thread counts when any frame on its stack comes from code that is not an installed
+    library's (a notebook cell, ``exec``'d code), or when its target is such code. Threads
+    that libraries start themselves (ipykernel's, tqdm's monitor, matplotlib's, PyTorch's)
+    run library code only and are allowed.
+    """
+    found = []
+    objects = {thread.ident: thread for thread in _threads()}
+    for ident, frame in _current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        thread = objects.get(ident)
+        codes = []
+        while frame is not None:
+            codes.append(frame.f_code)
+            frame = frame.f_back
+        for attribute in ("_target", "function"):  # Thread(target=...), threading.Timer
+            target = getattr(getattr(thread, attribute, None), "__code__", None)
+            if target is not None:
+                codes.append(target)
+        run = getattr(getattr(type(thread), "run", None), "__code__", None)
+        if run is not None:
+            codes.append(run)
+        student = [code for code in codes if _is_student_code(code)]
+        if student:
+            name = thread.name if thread is not None else f"thread {ident}"
+            found.append(f"{name} running {student[0].co_name}() from {student[0].co_filename}")
+    return found
+
+
+# --- hidden tests in a sealed fork ---------------------------------------------------------
+
+
+def run_hidden(nonce, channel_path):
+    """Fork a sealed copy of the kernel to run a test cell's hidden part; answer with its pid at once.
+
+    The copy (see :func:`_sealed_child`) connects to the grader's supervisor at
+    ``channel_path``, which sends it the hidden code and reads its verdict. Here, in the
+    kernel, nothing of the hidden test ever arrives. SIGCHLD is ignored until :func:`leave`,
+    so the copy, killed by the supervisor, leaves no zombie whose state student code could read.
+    Returns a JSON answer with ``child`` (its pid) or ``error`` and ``errno`` when fork failed.
+    """
+    # The visible part ran student code: undo what it changed (os.dup2, socket, ctypes, this
+    # module's helpers in dlmed.seal, ...) so that the fork seals itself with trusted code;
+    # leave() reports it, and the test does not count.
+    _state.changed_before_hidden = getattr(_state, "changed_before_hidden", []) + _state.changes(restore=True)
+    if getattr(_state, "sigchld", None) is None:  # not yet changed by an earlier try for this test
+        _state.sigchld = signal.getsignal(signal.SIGCHLD)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # "fork() with threads": the copy needs none
+            pid = _fork()
+    except OSError as error:
+        return _answer(nonce, child=None, error=f"{type(error).__name__}: {error}", errno=error.errno)
+    if pid == 0:
+        _sealed_child(channel_path)  # never returns
+    return _answer(nonce, child=pid)
+
+
+def reap(nonce):
+    """Collect the exit status of every ended child of the kernel (after the grader killed them); answer how many."""
+    reaped = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        reaped += 1
+    return _answer(nonce, reaped=reaped)
+
+
+class _Channel:
+    """The result channel as a file for :mod:`faulthandler` (which only needs ``fileno``)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        """The socket's file descriptor."""
+        return self.fd
+
+
+def _read_line(fd):
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _write_all(fd, data):
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _sealed_child(channel_path):
+    """In the forked copy: seal, receive the hidden code, run it, send the verdict, wait to be killed."""
+    try:
+        from dlmed import seal
+
+        channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        channel.connect(channel_path)
+        fd = channel.detach()
+        gaps = seal.seal(fd)
+        if len(_current_frames()) > 1:  # a thread started by a fork handler (os.register_at_fork)
+            verdict = {"passed": False, "ename": "GradingIntegrityError", "gaps": gaps,
+                       "evalue": "a thread was running in the sealed copy of the kernel before the hidden tests"}
+            _write_all(fd, json.dumps(verdict).encode() + b"\n")
+        else:
+            request = json.loads(_read_line(fd))
+            # Where it is stuck, should it run out of time (the instructor sees it; a student never does).
+            faulthandler.dump_traceback_later(request["seconds"], file=_Channel(fd))
+            verdict = _run_sealed(request["code"], request["reads"], request["binds"])
+            faulthandler.cancel_dump_traceback_later()
+            _write_all(fd, json.dumps(dict(verdict, gaps=gaps)).encode() + b"\n")
+        os.read(fd, 1)  # until the supervisor kills this process
+    except BaseException:  # noqa: B036 -- whatever happened, this copy must never return into the kernel
+        pass
+    os._exit(0)
+
+
+def _run_sealed(code, reads, binds):
+    """Run the hidden ``code`` at the kernel's top level, with the guard's protections; return the verdict."""
+    enter("", reads, binds)
+    passed, ename, evalue = True, "", ""
+    try:
+        exec(compile(code, "<hidden tests>", "exec"), _state.shell.user_ns)  # noqa: S102 -- the instructor's test
+    except BaseException as error:  # noqa: B036 -- a test fails on any exception, SystemExit included
+        passed, ename = False, type(error).__name__
+        try:
+            evalue = str(error)
+        except BaseException as broken:  # noqa: B036 -- a student exception whose __str__ raises
+            evalue = f"(the error's message could not be read: {type(broken).__name__})"
+    changed = _changes_during_test(restore=False)
+    if changed and passed:
+        passed, ename, evalue = False, "GradingIntegrityError", "changed while the hidden tests ran: " + "; ".join(changed)
+    return {"passed": passed, "ename": ename, "evalue": evalue}

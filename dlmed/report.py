@@ -94,7 +94,8 @@ def attention(outcome) -> List[str]:
     return reasons
 
 
-def write_report(folder: Path, lab, outcomes, seconds: float, isolation: str, limits, jobs: int) -> Dict[str, Path]:
+def write_report(folder: Path, lab, outcomes, seconds: float, isolation: str, limits, jobs: int,
+                 isolation_reason: str = "") -> Dict[str, Path]:
     """Write scores.csv, report.html and figures/ into ``folder``; return their paths."""
     import pandas as pd
 
@@ -124,11 +125,11 @@ def write_report(folder: Path, lab, outcomes, seconds: float, isolation: str, li
             (folder / "figures" / f"{name}.png").write_bytes(png)
             paths[name] = folder / "figures" / f"{name}.png"
             images[name] = base64.b64encode(png).decode()
-    paths["html"].write_text(_page(lab, outcomes, images, seconds, isolation, limits, jobs), encoding="utf-8")
+    paths["html"].write_text(_page(lab, outcomes, images, seconds, isolation, isolation_reason, limits, jobs), encoding="utf-8")
     return paths
 
 
-def _page(lab, outcomes, images, seconds, isolation, limits, jobs) -> str:
+def _page(lab, outcomes, images, seconds, isolation, isolation_reason, limits, jobs) -> str:
     esc = html.escape
     total = sum(lab.test_cells.values())
     graded = [o for o in outcomes if o.status == "graded"]
@@ -151,6 +152,7 @@ def _page(lab, outcomes, images, seconds, isolation, limits, jobs) -> str:
         f"Written answers are graded by hand in the formgrader.</p>",
         f"<p>Graded {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} in {seconds:.0f} s, {jobs} at a time; "
         f"isolation '{esc(isolation)}'; limits: {esc(limits.describe())}.</p>",
+        f"<p class='isolation'>Isolation '{esc(isolation)}': {esc(isolation_reason)}</p>".replace("\n", "<br>"),
     ]
     for name, title in (("score_histogram", "Scores"), ("pass_rate_per_exercise", "Pass rate per exercise")):
         if name in images:

@@ -6,7 +6,7 @@ the student's kernel through a small *launcher* (``python -m dlmed.sandbox --lau
 executes the notebook with :class:`dlmed.executor.GuardedExecute`; the executed notebook
 comes back on the supervisor's standard output, which the kernel cannot reach.
 
-Two levels of isolation (:func:`detect_isolation` picks the strongest available):
+Four levels of isolation (:func:`choose_isolation` picks the strongest available and says why):
 
 ``namespaces`` (Linux, grader run as root, e.g. a course server or a container)
     The supervisor enters new mount, network and PID namespaces. It mounts private, empty
@@ -18,12 +18,31 @@ Two levels of isolation (:func:`detect_isolation` picks the strongest available)
     loopback interface. The kernel runs as an unprivileged user of its own (uid
     ``61000 + slot``), as PID 1 of its PID namespace with its own ``/proc``, so it sees no
     other process and everything it starts dies with it.
-``basic`` (macOS, or Linux without root)
+``bubblewrap`` (Linux without root, where unprivileged user namespaces are allowed)
+    The supervisor runs inside `bubblewrap <https://github.com/containers/bubblewrap>`_
+    (``bwrap``, the sandbox Flatpak is built on) with new user, mount, network, PID, IPC and
+    UTS namespaces. Its file system is built from nothing: the system folders (``/usr``,
+    ``/etc``, ...), the Python installation, ``dlmed``, the PyTorch weights cache and the data
+    folder, read-only; the course root, the home folders and every other folder it is told to
+    hide are empty and read-only; ``/tmp``, ``/var/tmp`` and ``/dev/shm`` are private; nothing
+    else of the machine (``/home``, ``/root``, ``/run``, ``/srv``, ``/opt``, ``/mnt``, ...) is
+    there. The network namespace has only its own loopback. The launcher then gives the
+    kernel a user and PID namespace of its own, nested inside: the kernel is PID 1 there, sees
+    no other process (not the supervisor, which holds the hidden tests and runs as the same
+    user) and counts its processes against ``RLIMIT_NPROC`` in that namespace only. The data
+    folder is read-only to students (writes fail); the trusted reference run may write it.
+``seatbelt`` (macOS with ``sandbox-exec``; untested on a real Mac)
+    The supervisor and the kernel run under a Seatbelt profile (:func:`seatbelt_profile`)
+    that denies reading the hidden folders (the course root, the home folders, ...) except
+    the kept ones, all network access except the Unix sockets the kernel talks to the
+    supervisor over, and writing outside the sandbox's temporary folder. The kernel runs as
+    the grader's user and sees its other processes; there is no private ``/tmp``.
+``basic`` (anywhere the above do not work)
     The kernel runs in its own session in a private temporary working folder, with a scrubbed
     environment and the resource limits below. The file system and the network are *not*
-    isolated: grade untrusted code on Linux as root (or in a container) for that.
+    isolated: :func:`choose_isolation` says what the instructor can do about it.
 
-Limits, at both levels: wall time per cell and per notebook, memory (``RLIMIT_DATA`` per
+Limits, at every level: wall time per cell and per notebook, memory (``RLIMIT_DATA`` per
 process plus a watchdog over the kernel and its children, which also works on macOS where
 the rlimit is not enforced), number of processes (``RLIMIT_NPROC``, for the kernel's own
 user), size of any file written (``RLIMIT_FSIZE``), no core dumps, and a cap on the output
@@ -46,15 +65,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 #: First uid of the kernels' unprivileged users (one per parallel slot) in ``namespaces`` mode.
 SANDBOX_UID_BASE = 61000
 
 # Linux constants (sched.h, mount.h, prctl.h, if.h, sockios.h).
-CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
-MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_NOATIME, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1024, 32, 4096, 16384, 1 << 18
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SIOCSIFFLAGS, IFF_UP, IFF_LOOPBACK, IFF_RUNNING = 0x8914, 0x1, 0x8, 0x40
 
@@ -89,6 +108,7 @@ class SandboxResult:
     peak_memory: int
     isolation: str
     error: Optional[str] = None  # the sandbox itself failed (not the student's code)
+    hidden_seconds: List[float] = dataclasses.field(default_factory=list)  # each hidden-test part's sealed run
 
 
 # --- Linux system calls ------------------------------------------------------------------
@@ -124,25 +144,160 @@ def _loopback_up():
         fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags, b"\0" * 14))
 
 
+#: Isolations whose sandbox has a private ``/tmp`` of its own (the kernel's folders are there).
+_PRIVATE_TMP = ("namespaces", "bubblewrap")
+#: Every value of ``--isolation`` except ``auto``, strongest first.
+ISOLATIONS = ("namespaces", "bubblewrap", "seatbelt", "basic")
+
+#: What the instructor is told whenever submissions are graded with ``basic`` isolation.
+BASIC_WARNING = ("Grading continues with 'basic' isolation: time, memory, process and file-size limits "
+                  "only. Student code runs as you: it can read your files (the hidden tests in source/, "
+                  "other students' submissions, the gradebook) and use the network.")
+
+
 def detect_isolation() -> str:
-    """Return ``"namespaces"`` when this machine allows it (Linux, root, namespaces work), else ``"basic"``."""
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        return "basic"
-    probe = subprocess.run([sys.executable, "-m", "dlmed.sandbox", "--probe"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return "namespaces" if probe.returncode == 0 else "basic"
+    """The strongest isolation this machine allows: one of :data:`ISOLATIONS`."""
+    return choose_isolation()[0]
 
 
-def _probe() -> int:
-    """Exit status 0 when namespaces and mounts work here (run in a throw-away process)."""
+def choose_isolation() -> Tuple[str, str]:
+    """(the strongest isolation this machine allows, why: a few sentences for the instructor).
+
+    Linux as root: ``namespaces``; Linux where bubblewrap can create unprivileged user
+    namespaces (as root too, when the first fails): ``bubblewrap``; otherwise ``basic``, and
+    the reason then says what would make the stronger modes work.
+    """
+    if sys.platform == "darwin":
+        problem = isolation_problem("seatbelt")
+        if problem is None:
+            return "seatbelt", ("macOS: each submission runs under a sandbox-exec (Seatbelt) profile that denies "
+                                "reading the course and home folders, the network, and writes outside its own "
+                                "folder; it still runs as you and sees your processes (README: What is enforced where)")
+        return "basic", (f"sandbox-exec cannot isolate submissions here: {problem}. {BASIC_WARNING} To isolate "
+                         "submissions, grade on Linux (a server, a virtual machine or a container).")
+    if not sys.platform.startswith("linux"):
+        return "basic", (f"{sys.platform} has no Linux namespaces. {BASIC_WARNING} To isolate "
+                         "submissions, grade on Linux (a server, a virtual machine or a container).")
+    root_problem = ""
+    if os.geteuid() == 0:
+        problem = isolation_problem("namespaces")
+        if problem is None:
+            return "namespaces", ("the grader runs as root on Linux: each kernel gets its own mount, network "
+                                  "and PID namespaces and its own unprivileged user")
+        root_problem = f"Running as root, but namespaces cannot be created here ({problem}). "
+    problem = isolation_problem("bubblewrap")
+    if problem is None:
+        return "bubblewrap", (f"{root_problem}bubblewrap ({find_bubblewrap()}) can create unprivileged user "
+                              "namespaces here: each submission gets its own user, mount, network and PID "
+                              "namespaces, with the course and the home folders hidden")
+    return "basic", f"{root_problem}bubblewrap cannot isolate submissions here: {problem}. {BASIC_WARNING}\n{userns_advice()}"
+
+
+def find_bubblewrap() -> Optional[str]:
+    """Path of the ``bwrap`` program, or None when it is not installed."""
+    return shutil.which("bwrap")
+
+
+def isolation_problem(isolation: str) -> Optional[str]:
+    """None when ``isolation`` works on this machine, else what went wrong (tried in a throw-away sandbox)."""
+    if isolation == "basic":
+        return None
+    if isolation == "seatbelt":
+        return _seatbelt_problem()
+    if not sys.platform.startswith("linux"):
+        return f"'{isolation}' needs Linux"
+    if isolation == "namespaces":
+        if os.geteuid() != 0:
+            return "'namespaces' needs the grader to run as root"
+        command = [sys.executable, "-m", "dlmed.sandbox", "--probe", "namespaces"]
+    elif isolation == "bubblewrap":
+        if find_bubblewrap() is None:
+            return "the program bwrap (package bubblewrap) is not installed"
+        command = bubblewrap_command([], python_paths(), [], 2**20) + [sys.executable, "-m", "dlmed.sandbox",
+                                                                        "--probe", "bubblewrap"]
+    else:
+        return f"unknown isolation {isolation!r}; choose one of {', '.join(ISOLATIONS)}"
+    return _run_probe(command)
+
+
+def _run_probe(command: List[str]) -> Optional[str]:
+    """Run a probe (``python -m dlmed.sandbox --probe ...`` in its sandbox): None if it passed, else its last words."""
     try:
+        probe = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                               env=_supervisor_env())
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{type(error).__name__}: {error}"
+    if probe.returncode == 0:
+        return None
+    lines = [line for line in (probe.stderr or probe.stdout).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else f"the probe exited with status {probe.returncode}"
+
+
+def _read_setting(path: str) -> Optional[str]:
+    try:
+        return Path(path).read_text().strip()
+    except OSError:
+        return None
+
+
+def userns_advice() -> str:
+    """What an instructor can do so that bubblewrap (unprivileged user namespaces) works here."""
+    advice = []
+    if find_bubblewrap() is None:
+        advice.append("install bubblewrap: `sudo apt install bubblewrap` (Debian, Ubuntu), "
+                      "`sudo dnf install bubblewrap` (Fedora, RHEL), `sudo pacman -S bubblewrap` (Arch)")
+    if _read_setting("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+        advice.append("allow unprivileged user namespaces: `sudo sysctl -w kernel.unprivileged_userns_clone=1`")
+    if _read_setting("/proc/sys/user/max_user_namespaces") == "0":
+        advice.append("allow user namespaces: `sudo sysctl -w user.max_user_namespaces=15000`")
+    if _read_setting("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+        advice.append("Ubuntu 23.10 and later restrict user namespaces with AppArmor: "
+                      "`sudo sysctl -w kernel.apparmor_restrict_unprivileged_userns=0`, or install an AppArmor "
+                      "profile that allows `userns` for /usr/bin/bwrap")
+    if os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"):
+        advice.append("in a container (Docker, Podman): start it with `--security-opt seccomp=unconfined "
+                      "--security-opt apparmor=unconfined` (bubblewrap), or run the grader as root in a "
+                      "container started with `--cap-add SYS_ADMIN` (the 'namespaces' mode)")
+    advice.append("or run the grader as root on Linux (`sudo`), which uses the 'namespaces' mode")
+    return "What you can do:\n" + "\n".join(f"  - {line}" for line in advice)
+
+
+def _probe(isolation: str, args: List[str]) -> int:
+    """Exit status 0 when ``isolation``'s namespaces and mounts (or profile) work here (run in a throw-away process)."""
+    if isolation == "seatbelt":
+        return _probe_seatbelt(*args)
+    try:
+        if isolation == "bubblewrap":  # inside bwrap: what the launcher does for the kernel
+            _enter_own_user_namespace()
+            _libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
+            child = os.fork()
+            if child == 0:
+                try:
+                    _mount(None, "/", flags=MS_REC | MS_PRIVATE)
+                    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                except OSError as error:
+                    print(f"the kernel's own PID namespace does not work: {error}", file=sys.stderr, flush=True)
+                    os._exit(1)
+                os._exit(0)
+            _, status = os.waitpid(child, 0)
+            return 0 if status == 0 else 1
         _libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
         _mount(None, "/", flags=MS_REC | MS_PRIVATE)
         _mount("tmpfs", "/tmp", "tmpfs", 0, "size=1m")
         _loopback_up()
-    except OSError:
+    except OSError as error:
+        print(error, file=sys.stderr)
         return 1
     return 0
+
+
+def _enter_own_user_namespace():
+    """Enter a new user namespace in which this process keeps its user and group ids (no privileges outside)."""
+    uid, gid = os.getuid(), os.getgid()
+    _libc_call("unshare", CLONE_NEWUSER)
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
 
 
 # --- paths the kernel needs ----------------------------------------------------------------
@@ -174,6 +329,120 @@ def plan_paths(hide: List[str], keep: List[str]):
     return hide, keep
 
 
+#: Top-level system folders the bubblewrap sandbox shows (read-only); links among them stay links.
+_BUBBLEWRAP_SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/sys")
+#: Files of a submission folder the kernel does not get (the notebook is executed, not copied).
+_NOT_COPIED = shutil.ignore_patterns("*.ipynb", "timestamp.txt")
+#: Where the supervisor finds the submission's other files (a copy made on the host) in the bubblewrap sandbox.
+_BUBBLEWRAP_SUBMISSION = "/tmp/.dlmed-submission"
+
+
+def bubblewrap_command(hide: List[str], keep: List[str], binds: List[Tuple[str, str, bool]], tmp_bytes: int) -> List[str]:
+    """The ``bwrap`` command line (without the program to run) for one sandbox.
+
+    ``hide`` and ``keep`` come from :func:`plan_paths`; ``binds`` are (host path, sandbox path,
+    writable) for the data folder and the like. Order matters: bwrap applies its options one
+    after another, so kept folders are bound after the hidden ones are covered.
+    """
+    command = [find_bubblewrap() or "bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"]
+    for folder in _BUBBLEWRAP_SYSTEM:
+        if os.path.islink(folder):
+            command += ["--symlink", os.readlink(folder), folder]
+        elif os.path.isdir(folder):
+            command += ["--ro-bind", folder, folder]
+    command += ["--proc", "/proc", "--dev", "/dev"]
+    for private in ("/tmp", "/var/tmp", "/dev/shm"):
+        command += ["--perms", "1777", "--size", str(tmp_bytes), "--tmpfs", private]
+    covers = [folder for folder in hide if not _inside(folder, "/tmp")]
+    for folder in covers:
+        command += ["--tmpfs", folder]
+    for folder in keep:
+        command += ["--ro-bind", folder, folder]
+    for source, target, writable in binds:
+        command += ["--bind" if writable else "--ro-bind", source, target]
+    for folder in covers:
+        command += ["--remount-ro", folder]
+    return command + ["--remount-ro", "/", "--chdir", "/tmp", "--"]
+
+
+def find_sandbox_exec() -> Optional[str]:
+    """Path of macOS's ``sandbox-exec``, or None (not macOS, or not there)."""
+    return shutil.which("sandbox-exec") if sys.platform == "darwin" else None
+
+
+def _sbpl_string(path: str) -> str:
+    return json.dumps(os.path.realpath(path))  # SBPL strings are quoted and escaped as in C (and JSON)
+
+
+def seatbelt_profile(hide: List[str], readable: List[str], writable: List[str]) -> str:
+    """A Seatbelt (``sandbox-exec``) profile: the kernel may not read ``hide`` (except ``readable``), use the
+    network (except Unix sockets in ``writable``, its connection to the supervisor) or write outside ``writable``.
+
+    Later rules win in Seatbelt, so the exceptions come after the rules they make exceptions to.
+    File metadata stays readable (Python looks at the folders above its own files).
+    """
+    def paths(folders):
+        return " ".join(f"(subpath {_sbpl_string(folder)})" for folder in folders)
+
+    rules = ["(version 1)", "(allow default)", "(deny network*)"]
+    if writable:
+        rules.append(f"(allow network* (local unix-socket {paths(writable)}) (remote unix-socket {paths(writable)}))")
+    rules.append("(deny file-write*)")
+    devices = " ".join(f"(literal {_sbpl_string(device)})" for device in ("/dev/null", "/dev/zero", "/dev/dtracehelper"))
+    rules.append(f"(allow file-write* {devices}{' ' + paths(writable) if writable else ''})")
+    if hide:
+        rules.append(f"(deny file-read* {paths(hide)})")
+        rules.append("(allow file-read-metadata)")
+    if readable:
+        rules.append(f"(allow file-read* {paths(readable)})")
+    return "\n".join(rules) + "\n"
+
+
+def _seatbelt_problem() -> Optional[str]:
+    """None when a Seatbelt profile isolates as promised here (tried with a throw-away process), else why not."""
+    sandbox_exec = find_sandbox_exec()
+    if sandbox_exec is None:
+        return "'seatbelt' needs macOS with sandbox-exec" if sys.platform != "darwin" else "sandbox-exec is not on PATH"
+    base, hidden = tempfile.mkdtemp(prefix="dlmed-"), tempfile.mkdtemp(prefix="dlmed-hidden-")
+    try:
+        Path(hidden, "secret").write_text("secret")
+        profile = seatbelt_profile([hidden], python_paths(), [base])
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            problem = _run_probe([sandbox_exec, "-p", profile, sys.executable, "-m", "dlmed.sandbox", "--probe",
+                                  "seatbelt", base, hidden, str(server.getsockname()[1])])
+    except OSError as error:
+        problem = f"{type(error).__name__}: {error}"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(hidden, ignore_errors=True)
+    return problem and f"the profile did not hold: {problem}"
+
+
+def _probe_seatbelt(base: str, hidden: str, port: str) -> int:
+    """Under the profile: a Unix socket in ``base`` works; reading ``hidden``, TCP to ``port`` and writing outside fail."""
+    failures = []
+    path = os.path.join(base, "probe.sock")
+    try:
+        with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as client:
+            listener.bind(path)
+            listener.listen(1)
+            client.connect(path)
+    except OSError as error:
+        failures.append(f"a Unix socket in the sandbox's folder failed ({error})")
+    attempts = {"read a hidden file": lambda: Path(hidden, "secret").read_text(),
+                "wrote outside the sandbox's folder": lambda: Path(hidden, "written").write_text("x"),
+                "connected to the loopback": lambda: socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()}
+    for what, attempt in attempts.items():
+        try:
+            attempt()
+            failures.append(what)
+        except OSError:
+            pass
+    if failures:
+        print("; ".join(failures), file=sys.stderr)
+    return 1 if failures else 0
+
+
 # --- the host side -------------------------------------------------------------------------
 
 _running = set()
@@ -195,16 +464,32 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
     itself come back in ``SandboxResult.error``.
     """
     started = time.monotonic()
+    command = [sys.executable, "-m", "dlmed.sandbox"]
+    host_folder = None  # made on the host for this sandbox, removed afterwards
+    # With bubblewrap and seatbelt the supervisor cannot read the course folder (nor the
+    # sanitized notebook there, which holds the hidden tests): it gets a copy of the
+    # submission's other files.
+    if job["isolation"] == "bubblewrap":
+        host_folder = tempfile.mkdtemp(prefix="dlmed-submission-")
+        copied = _copy_submission(job["copy_from"], host_folder)
+        command = _bubblewrap_supervisor_command(job, copied) + command
+        # No grader_pid: the supervisor's parent is bwrap's init, which dies with us (--die-with-parent).
+        job = dict(job, copy_from=_BUBBLEWRAP_SUBMISSION if copied else None)
+    elif job["isolation"] == "seatbelt":
+        host_folder = tempfile.mkdtemp(prefix="dlmed-")  # the sandbox's folder: the profile names it
+        copied = _copy_submission(job["copy_from"], os.path.join(host_folder, "submission"))
+        command = [find_sandbox_exec() or "sandbox-exec", "-p", _seatbelt_supervisor_profile(job, host_folder)] + command
+        job = dict(job, base=host_folder, grader_pid=os.getpid(), copy_from=copied)
+    else:
+        job = dict(job, grader_pid=os.getpid())
     supervisor = subprocess.Popen(
-        [sys.executable, "-m", "dlmed.sandbox"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env=_supervisor_env(), start_new_session=True,
     )
     with _running_lock:
         _running.add(supervisor)
     try:
-        out, err = supervisor.communicate(json.dumps(dict(job, grader_pid=os.getpid())).encode(),
-                                          timeout=limits.notebook_timeout + 120)
+        out, err = supervisor.communicate(json.dumps(job).encode(), timeout=limits.notebook_timeout + 120)
     except subprocess.TimeoutExpired:
         _kill_group(supervisor.pid)
         supervisor.kill()
@@ -214,6 +499,8 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
     finally:
         with _running_lock:
             _running.discard(supervisor)
+        if host_folder:
+            shutil.rmtree(host_folder, ignore_errors=True)
     try:
         answer = json.loads(out.decode())
     except ValueError:
@@ -221,6 +508,31 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
         return SandboxResult(None, [], None, time.monotonic() - started, 0, job["isolation"],
                              error=f"the sandbox failed (exit {supervisor.returncode}):\n{tail}")
     return SandboxResult(**answer)
+
+
+def _copy_submission(folder: Optional[str], target: str) -> Optional[str]:
+    """Copy a submission folder's files other than notebooks to ``target``; return it (None: nothing to copy)."""
+    if not folder or not os.path.isdir(folder):
+        return None
+    shutil.copytree(folder, target, dirs_exist_ok=True, symlinks=True, ignore=_NOT_COPIED)
+    return target
+
+
+def _bubblewrap_supervisor_command(job: dict, submission_copy: Optional[str]) -> List[str]:
+    """bwrap's part of the command that starts a supervisor in the bubblewrap sandbox."""
+    binds = [(job["data_dir"], job["data_dir"], bool(job["data_writable"]))]
+    if submission_copy:
+        binds.append((submission_copy, _BUBBLEWRAP_SUBMISSION, False))
+    if job.get("font_cache") and os.path.isfile(job["font_cache"]):
+        binds.append((job["font_cache"], job["font_cache"], False))
+    return bubblewrap_command(job["hide"], job["keep"], binds, job["limits"]["tmp_bytes"])
+
+
+def _seatbelt_supervisor_profile(job: dict, base: str) -> str:
+    """The Seatbelt profile of one sandbox: its folder writable, Python, dlmed and the data folder readable."""
+    readable = job["keep"] + [job["data_dir"], base] + ([job["font_cache"]] if job.get("font_cache") else [])
+    writable = [base] + ([job["data_dir"]] if job["data_writable"] else [])
+    return seatbelt_profile(job["hide"], readable, writable)
 
 
 def _supervisor_env() -> Dict[str, str]:
@@ -250,10 +562,10 @@ def _setup_namespaces(job: dict) -> Dict[str, str]:
     # Handles on what must stay reachable, taken before anything is covered.
     handles = {path: os.open(path, os.O_PATH) for path in keep + [job["data_dir"]] + _existing(job["copy_from"])}
     limits = job["limits"]
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={limits['tmp_bytes']}")
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, f"mode=1777,size={limits['tmp_bytes']}")
     for private in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(private):
-            _mount("tmpfs", private, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={limits['tmp_bytes']}")
+            _mount("tmpfs", private, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, f"mode=1777,size={limits['tmp_bytes']}")
     for folder in hide:
         if not _inside(folder, "/tmp"):
             _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
@@ -269,8 +581,29 @@ def _setup_namespaces(job: dict) -> Dict[str, str]:
             _mount(None, folder, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for handle in handles.values():
         os.close(handle)
+    _no_access_times()
     _loopback_up()
     return work
+
+
+_MOUNT_OPTIONS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
+
+
+def _no_access_times():
+    """Remount every mount of this namespace ``noatime`` (the host's mounts are not touched).
+
+    The sealed process that runs hidden tests (dlmed.seal) may read files; with access
+    times it could mark which ones it read, for the kernel to see afterwards.
+    """
+    with open("/proc/self/mountinfo") as mounts:
+        entries = [line.split() for line in mounts]
+    for fields in entries:
+        target = fields[4].encode().decode("unicode_escape")  # \040 for a space, as the kernel writes it
+        flags = sum(flag for name, flag in _MOUNT_OPTIONS.items() if name in fields[5].split(","))
+        try:
+            _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOATIME | flags)
+        except OSError:
+            pass  # a mount that cannot be remounted (e.g. one that is hidden under another)
 
 
 def _existing(path):
@@ -309,7 +642,7 @@ def _mount_data_dir(job, handles, staging: Path):
     uid = job["uid"]
     os.chown(upper, uid, uid)
     try:
-        _mount("overlay", data_dir, "overlay", MS_NOSUID | MS_NODEV,
+        _mount("overlay", data_dir, "overlay", MS_NOSUID | MS_NODEV | MS_NOATIME,
                f"lowerdir={lower},upperdir={upper},workdir={workdir}")
     except OSError:  # no overlay support here: the data stays readable, writes fail
         _bind(handle, data_dir, read_only=True)
@@ -338,10 +671,12 @@ def _commit_data(staging: Path):
 
 def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
     """Create the kernel's working folder, home and config folders; copy the submission's files in."""
-    if job["isolation"] == "namespaces":
-        base = Path("/tmp")
-    else:
+    if job["isolation"] == "basic":
         base = Path(tempfile.mkdtemp(prefix="dlmed-sandbox-"))
+    elif job["isolation"] == "seatbelt":
+        base = Path(job["base"])  # made by the host: the profile names it
+    else:
+        base = Path("/tmp")  # private to the sandbox
     folders = {name: base / name for name in ("work", "home", "mplconfig", "ipython")}
     for folder in folders.values():
         folder.mkdir(mode=0o700)
@@ -349,7 +684,7 @@ def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
     if source and os.path.isdir(source):
         origin = f"/proc/self/fd/{handles[source]}" if source in handles else source
         shutil.copytree(origin, folders["work"], dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("*.ipynb", "timestamp.txt"))
+                        ignore=_NOT_COPIED)
     if job.get("font_cache") and os.path.isfile(job["font_cache"]):
         shutil.copy(job["font_cache"], folders["mplconfig"])
     if job["isolation"] == "namespaces":
@@ -363,7 +698,7 @@ def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
 def _kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
     env = dict(job["env"])
     env.update({
-        "HOME": folders["home"], "TMPDIR": folders["base"] if job["isolation"] == "basic" else "/tmp",
+        "HOME": folders["home"], "TMPDIR": "/tmp" if job["isolation"] in _PRIVATE_TMP else folders["base"],
         "MPLCONFIGDIR": folders["mplconfig"], "IPYTHONDIR": folders["ipython"],
         "DLMED_DATA": job["data_dir"], "PYTHONDONTWRITEBYTECODE": "1",
     })
@@ -378,12 +713,16 @@ def supervise(job: dict) -> dict:
 
     started = time.monotonic()
     if sys.platform.startswith("linux"):
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the grader
-        if os.getppid() != job.get("grader_pid", os.getppid()):
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the grader (with bubblewrap: bwrap's init)
+        if job.get("grader_pid") and os.getppid() != job["grader_pid"]:
             os._exit(1)  # the grader died before the line above: the signal will never come
     isolation = job["isolation"]
-    if isolation == "namespaces":
-        folders = _setup_namespaces(job)
+    if isolation in ("namespaces", "bubblewrap"):
+        if isolation == "namespaces":
+            folders = _setup_namespaces(job)
+        else:  # bwrap built the file system view already
+            os.mkdir("/tmp/.dlmed", mode=0o700)
+            folders = _prepare_work_folder(job, {})
         # Traversable but not listable by the kernel's user, which must read its connection file.
         os.mkdir("/tmp/.dlmed-runtime", mode=0o711)
         os.environ["JUPYTER_RUNTIME_DIR"] = "/tmp/.dlmed-runtime"
@@ -393,6 +732,8 @@ def supervise(job: dict) -> dict:
         os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(folders["base"], "runtime")
     limits = job["limits"]
     km = SandboxKernelManager(kernel_name="python3")
+    if isolation == "seatbelt":  # the profile allows Unix sockets in the sandbox's folder, no TCP at all
+        km.transport, km.ip = "ipc", os.path.join(folders["base"], "k")
     km.launcher = [sys.executable, "-m", "dlmed.sandbox", "--launch",
                    json.dumps({"isolation": isolation, "uid": job["uid"], "limits": limits, "parent": os.getpid()}), "--"]
     notebook = from_dict(job["notebook"])
@@ -402,7 +743,7 @@ def supervise(job: dict) -> dict:
                    annotations=job.get("annotations", {}), guard_modules=job.get("guard_modules"))
     error = None
     # The kernel's own stderr (not the cells'): start-up failures show there.
-    kernel_log_path = Path(folders["base"]) / ("kernel-stderr.log" if isolation == "basic" else ".dlmed/kernel-stderr.log")
+    kernel_log_path = Path(folders["base"]) / (".dlmed/kernel-stderr.log" if isolation in _PRIVATE_TMP else "kernel-stderr.log")
     try:
         with open(kernel_log_path, "wb") as kernel_log:
             executor.run(km, cwd=folders["work"], env=_kernel_env(job, folders),
@@ -411,15 +752,15 @@ def supervise(job: dict) -> dict:
         tail = kernel_log_path.read_bytes()[-2000:].decode(errors="replace") if kernel_log_path.exists() else ""
         error = f"{type(failure).__name__}: {failure}" + (f"\nkernel stderr:\n{tail}" if tail.strip() else "")
     finally:
-        if isolation == "basic":
+        if isolation in ("basic", "seatbelt"):
             shutil.rmtree(folders["base"], ignore_errors=True)
-        elif job["data_writable"]:
-            _commit_data(Path("/tmp/.dlmed"))
+        elif isolation == "namespaces" and job["data_writable"]:
+            _commit_data(Path("/tmp/.dlmed"))  # with bubblewrap the trusted run writes the real folder
     return {
         "notebook": notebook if error is None else None,
         "events": executor.events, "stop_reason": executor.stop_reason,
         "seconds": time.monotonic() - started, "peak_memory": executor.peak_memory,
-        "isolation": isolation, "error": error,
+        "isolation": isolation, "error": error, "hidden_seconds": executor.hidden_seconds,
     }
 
 
@@ -427,18 +768,23 @@ def supervise(job: dict) -> dict:
 
 
 def launch(settings: dict, command: List[str]):
-    """Apply limits (and, with namespaces, a PID namespace, a private /proc and an unprivileged user), then exec the kernel.
+    """Apply limits (and, with namespaces or bubblewrap, a PID namespace and a private /proc), then exec the kernel.
 
-    With namespaces the launcher stays as the kernel's parent: the kernel is PID 1 of a new
-    PID namespace, so everything it starts dies with it; the launcher waits for it and exits
-    the same way (the supervisor reads why a kernel died from that).
+    With namespaces the kernel also runs as an unprivileged user of its own; with bubblewrap
+    it gets a user namespace of its own instead (same user, no privileges), which also makes
+    ``RLIMIT_NPROC`` count only its own processes. The launcher stays as the kernel's parent:
+    the kernel is PID 1 of a new PID namespace, so everything it starts dies with it; the
+    launcher waits for it and exits the same way (the supervisor reads why a kernel died from that).
     """
     limits = settings["limits"]
     if sys.platform.startswith("linux"):
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor died (the grader was killed): so do we
         if os.getppid() != settings.get("parent", os.getppid()):
             os._exit(1)  # it died before the line above: the signal will never come
-    if settings["isolation"] == "namespaces":
+    isolation = settings["isolation"]
+    if isolation == "bubblewrap":
+        _enter_own_user_namespace()
+    if isolation in ("namespaces", "bubblewrap"):
         _libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
         # The kernel cannot ask for its parent's pid (it is outside its PID namespace): it learns
         # that the launcher is gone from the end of this pipe instead.
@@ -451,19 +797,20 @@ def launch(settings: dict, command: List[str]):
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _mount(None, "/", flags=MS_REC | MS_PRIVATE)
         _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        uid = settings["uid"]
-        connection_file = command[command.index("-f") + 1]
-        os.chown(connection_file, uid, uid)
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"],) * 2)
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+        if isolation == "namespaces":
+            uid = settings["uid"]
+            connection_file = command[command.index("-f") + 1]
+            os.chown(connection_file, uid, uid)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
         _prctl(PR_SET_NO_NEW_PRIVS, 1)
         if select.select([launcher_alive], [], [], 0)[0]:
             os._exit(1)  # end of file: the launcher died before the signal was set
         os.close(launcher_alive)
-    if settings["isolation"] != "namespaces" and os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
+    if isolation in ("basic", "seatbelt") and os.geteuid() != 0 and hasattr(resource, "RLIMIT_NPROC"):
         # Counts all of this user's processes: allow what runs already plus the limit.
         running = sum(1 for _ in Path("/proc").glob("[0-9]*")) if os.path.isdir("/proc") else 512
         resource.setrlimit(resource.RLIMIT_NPROC, (running + limits["max_processes"],) * 2)
@@ -493,10 +840,10 @@ def _wait_and_mirror(child: int):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``python -m dlmed.sandbox`` (supervisor, ``--launch`` or ``--probe``)."""
+    """Entry point of ``python -m dlmed.sandbox`` (supervisor, ``--launch`` or ``--probe ISOLATION``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--probe"]:
-        return _probe()
+        return _probe(argv[1], argv[2:])
     if argv[:1] == ["--launch"]:
         launch(json.loads(argv[1]), argv[3:])
         return 1  # exec failed

@@ -10,6 +10,7 @@ from typing import Dict
 
 import nbformat
 import pytest
+import requests
 
 from dlmed import course
 
@@ -52,27 +53,41 @@ def root(tmp_path, monkeypatch):
     return folder
 
 
+def _refuse_requests(monkeypatch, refuse):
+    """Route every HTTP request of the requests library (pooch downloads with it) to ``refuse``."""
+
+    def send(self, request, **kwargs):
+        return refuse(request.url)
+
+    monkeypatch.setattr(requests.sessions.Session, "send", send)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
-    """Replace urlopen so that any attempt to use the network fails the test; records calls."""
+    """Make any attempt to use the network (urlopen, requests) fail the test; records the URLs."""
     calls = []
 
     def refuse(url, *args, **kwargs):
         calls.append(url)
-        raise AssertionError(f"the network was used: urlopen({url!r})")
+        raise AssertionError(f"the network was used: {url!r}")
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    _refuse_requests(monkeypatch, refuse)
     return calls
 
 
 @pytest.fixture
 def offline(monkeypatch):
-    """Make urlopen fail the way it does without internet."""
+    """Make urlopen and requests fail the way they do without internet."""
 
     def unreachable(url, *args, **kwargs):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
+    def unreachable_requests(url):
+        raise requests.exceptions.ConnectionError(f"{url}: [Errno -3] Temporary failure in name resolution")
+
     monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    _refuse_requests(monkeypatch, unreachable_requests)
 
 
 # --- whole-lab grading ---------------------------------------------------------------------

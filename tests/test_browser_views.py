@@ -82,7 +82,7 @@ def graded_course(tmp_path_factory, grading_data_dir):
     release = workspace / "release" / LAB / NAME
     for case in XSS_CASES:
         hostile.write_case(hostile.CASES[case], release, workspace / "submitted" / case / LAB, {})
-    completed = subprocess.run([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", *hostile.LIMITS],
+    completed = subprocess.run([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", *hostile.LIMITS],
                                cwd=workspace, capture_output=True, text=True, timeout=1200)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     stock = workspace / "submitted" / STOCK_STUDENT / LAB

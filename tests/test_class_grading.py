@@ -40,7 +40,7 @@ HONEST = ("alternative_correct", "partial", "mistakes_b")
 
 def run_grade(workspace: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
     """``dlmed grade lab1 ARGS`` in ``workspace``, as an instructor runs it."""
-    return subprocess.run([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", *args],
+    return subprocess.run([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", *args],
                           cwd=workspace, capture_output=True, text=True, timeout=timeout)
 
 
@@ -210,11 +210,19 @@ def test_attacks_on_the_grader_left_no_trace(class_run):
     network = _outputs(workspace, "network")
     assert "CONNECTED?" not in network and network.count("BLOCKED") == 3, f"network output: {network[-2000:]}"
     assert class_run.connections == 0, f"{class_run.connections} connections reached the grading machine's server"
+    spy = _outputs(workspace, "spies_on_grader")
+    assert "OTHERS 0 processes" in spy and "OPENED" not in spy, f"spies_on_grader output: {spy[-2000:]}"
 
 
 def test_feedback_for_every_graded_student_without_hidden_tests(class_run):
-    """Feedback HTML exists for every graded submission and holds no hidden-test line (exfiltration included)."""
-    from tests.test_release_and_leaks import HIDDEN, _readable_text, _source_regions, _squash, _text_outside
+    """Feedback HTML exists for every graded submission and holds no hidden-test content in any decoding.
+
+    No hidden-test line, nor any 40-character run of one, in the page's text or in anything
+    a student could decode from it with the standard library (base64/32/85, hex, zlib, gzip,
+    bz2, lzma, reversed, rot13): the reader threads of the corpus print what they copied so.
+    """
+    from tests.helpers import hidden_test_leaks, squash
+    from tests.course.test_release_and_leaks import HIDDEN, _readable_text, _source_regions, _text_outside
 
     from bs4 import BeautifulSoup
 
@@ -222,12 +230,51 @@ def test_feedback_for_every_graded_student_without_hidden_tests(class_run):
     graded = sorted(s for s, r in class_run.results.items() if r["status"] == "graded")
     pages = {p.relative_to(workspace / "feedback").parts[0]: p for p in (workspace / "feedback").glob(f"*/{LAB}/*.html")}
     assert sorted(pages) == graded, f"feedback pages: expected {graded}, got {sorted(pages)}"
-    secret = [line for line in _source_regions(HIDDEN) if _squash(line) not in _text_outside(HIDDEN)]
+    visible = _text_outside(HIDDEN)
+    secret = [line for line in _source_regions(HIDDEN) if squash(line) not in visible]
     for student, page in pages.items():
-        text = _squash(BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").get_text())
-        own = _squash(_readable_text(next((workspace / "submitted" / student / LAB).glob("*.ipynb"))))
-        leaked = [line for line in secret if _squash(line) in text and _squash(line) not in own]
-        assert "HIDDENTESTS" not in text and not leaked, f"{student}'s feedback shows hidden tests: {leaked[:3]}"
+        text = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser").get_text()
+        own = squash(_readable_text(next((workspace / "submitted" / student / LAB).glob("*.ipynb"))))
+        # A marker counts only where the student did not write it (hostile case hidden_marker_in_answer).
+        marker = "HIDDENTESTS" in squash(text) and "HIDDENTESTS" not in own
+        assert not marker, f"{student}'s feedback shows a hidden-test marker"
+        leaked = hidden_test_leaks(text, secret, allowed=own + visible)
+        assert not leaked, f"{student}'s feedback shows hidden tests: {leaked[:3]}"
+
+
+def test_the_readers_really_printed_what_they_copied(class_run):
+    """The reader cases ran to their last cell and printed their loot: the leak test above has something to check."""
+    for case in [c for c in hostile.CASES if "reader" in c]:
+        outputs = _outputs(class_run.workspace, case)
+        assert "LOOT" in outputs, f"{case}: the last answer cell did not print its loot: {outputs[-1000:]}"
+
+
+def test_feedback_for_honest_students_stays_useful(class_run):
+    """Honest students' feedback keeps their outputs, the visible tests' messages and their scores."""
+    from bs4 import BeautifulSoup
+
+    workspace = class_run.workspace
+    for student in HONEST:
+        page = next((workspace / "feedback" / student / LAB).glob("*.html")).read_text(encoding="utf-8")
+        text = BeautifulSoup(page, "html.parser").get_text()
+        result = class_run.results[student]
+        for cell, failure in result["failures"].items():
+            if failure.startswith("HiddenTestFailed"):
+                assert "the hidden tests failed" in text, f"{student}: {cell} failed its hidden tests; the feedback should say so"
+            else:
+                message = failure.split(": ", 1)[-1]
+                assert message in text, f"{student}: the visible test message {message!r} of {cell} is missing from the feedback"
+        notebook = nbformat.read(str(workspace / "autograded" / student / LAB / NAME), as_version=4)
+        printed = [line.strip() for cell in notebook.cells if cell.cell_type == "code" for output in cell.get("outputs", [])
+                   if output.get("output_type") == "stream" for line in str(output.get("text", "")).splitlines() if line.strip()]
+        assert printed, f"{student}: expected printed output in the autograded notebook"
+        missing = [line for line in printed if line not in text]
+        assert not missing, f"{student}: outputs missing from the feedback: {missing[:3]}"
+        total = sum(points(result).values())
+        assert f"{total:g}" in text, f"{student}: the score {total:g} is not in the feedback"
+    partial_failures = class_run.results["partial"]["failures"]
+    assert any(not f.startswith("HiddenTestFailed") for f in partial_failures.values()), (
+        f"expected a visible test failing for 'partial': {partial_failures}")
 
 
 def test_nbgrader_export_reads_the_gradebook(class_run):
@@ -302,7 +349,7 @@ def test_zip_import_and_resume_after_interruption(tmp_path_factory, grading_data
                  "cyd": lab1.build_notebook(release, lab1.SUBMISSIONS["mistakes_b"])}
     export = workspace.parent / "canvas-export.zip"
     _canvas_zip(export, notebooks)
-    process = subprocess.Popen([sys.executable, "-m", "dlmed.cli", "grade", LAB, "--no-progress", "--jobs", "1",
+    process = subprocess.Popen([sys.executable, "-m", "dlmed", "grade", LAB, "--no-progress", "--jobs", "1",
                                 "--no-feedback", "--zip", str(export), *hostile.LIMITS],
                                cwd=workspace, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results = workspace / "grading" / LAB / "results"
@@ -336,6 +383,7 @@ def test_basic_isolation_still_enforces_limits(tmp_path_factory, grading_data_di
     completed = run_grade(workspace, "--isolation", "basic", "--no-feedback", *hostile.LIMITS)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     assert "isolation 'basic'" in completed.stdout, completed.stdout[-1000:]
+    assert "WARNING: student code is not isolated" in completed.stderr, completed.stderr[-1000:]
     results = journal(workspace)
     assert points(results["alternative_correct"]) == {c: float(p) for c, p in lab1.FULL_MARKS.items()}
     for case in ("infinite_loop", "memory_bomb", "os_exit"):

@@ -4,6 +4,7 @@ import nbformat
 import pytest
 
 from dlmed import course, grading
+from tests.helpers import hidden_test_leaks, squash
 
 
 def _test_cell(source, outputs=()):
@@ -46,6 +47,29 @@ def test_hide_hidden_tests_scrubs_hidden_lines_quoted_by_other_cells():
     text = notebook.cells[1].outputs[0]["text"]
     assert "secret_check" not in text, f"hidden line still shown: {text!r}"
     assert "my output" in text and "visible_check()" in text and "removed by the grader" in text, text
+
+
+def _answer_cell(source, cell_type="code"):
+    maker = nbformat.v4.new_code_cell if cell_type == "code" else nbformat.v4.new_markdown_cell
+    cell = maker(source)
+    cell.metadata["nbgrader"] = {"grade": cell_type == "markdown", "solution": True, "locked": False,
+                                 "grade_id": f"answer_{cell_type}", "points": 1}
+    return cell
+
+
+@pytest.mark.parametrize("answer, cell_type", [
+    ("x = 1  # ### BEGIN HIDDEN TESTS", "code"),  # a begin marker without end: nbgrader raises
+    ('s = """\n### BEGIN HIDDEN TESTS\n"""', "code"),
+    ("note = '### BEGIN HIDDEN TESTS'\n### END HIDDEN TESTS\ny = 2", "code"),  # a region outside a test cell
+    ("My answer mentions ### BEGIN HIDDEN TESTS.", "markdown"),  # a written (graded) answer
+])
+def test_hide_hidden_tests_leaves_students_markers_alone(answer, cell_type):
+    """Marker text in a student's answer neither stops feedback nor is cut out; the test cell's region still goes."""
+    hidden = "visible_check()\n### BEGIN HIDDEN TESTS\nsecret_check(42)\n### END HIDDEN TESTS"
+    notebook = nbformat.v4.new_notebook(cells=[_answer_cell(answer, cell_type), _test_cell(hidden)])
+    notebook, _ = grading.HideHiddenTests().preprocess(notebook, {})
+    assert notebook.cells[0].source == answer, f"the student's answer was changed: {notebook.cells[0].source!r}"
+    assert "secret_check" not in notebook.cells[1].source, notebook.cells[1].source
 
 
 @pytest.mark.parametrize("text, ignored", [
@@ -102,3 +126,29 @@ def test_strip_solution_markers_keeps_the_code():
     notebook, _ = grading.StripSolutionMarkers().preprocess(notebook, {})
     assert notebook.cells[0].source == "def f():\n    return 1", notebook.cells[0].source
     assert notebook.cells[1].source == "**Q1**\n\nBecause.", notebook.cells[1].source
+
+
+def test_the_leak_check_sees_through_encodings():
+    """The leak check finds a hidden line printed encoded, compressed, reversed or cut up, and nothing in honest text."""
+    import base64
+    import codecs
+    import zlib
+
+    line = "check_close(accuracy(ties, tie_truth), 0.6, 'accuracy with ties (ties go to the first class)')"
+    secret = [line, "another_hidden_line_of_a_test(x) == 42"]
+    encoded = {
+        "plain": f"output {line} more",
+        "base64": base64.b64encode(f"junk {line} junk".encode()).decode(),
+        "hex": (line + "\n").encode().hex(),
+        "zlib+base64": base64.b64encode(zlib.compress(line.encode())).decode(),
+        "base85": base64.b85encode(line.encode()).decode(),
+        "base32": base64.b32encode(line.encode()).decode(),
+        "reversed": line[::-1],
+        "rot13": codecs.encode(line, "rot13"),
+        "a 40-character run": "xx" + line[10:55] + "yy",
+    }
+    for name, text in encoded.items():
+        assert hidden_test_leaks(f"Feedback page\n{text}\nend", secret, allowed="") == [line], f"not found when {name}"
+    assert hidden_test_leaks("AssertionError: accuracy of 2 right out of 4: expected 0.5, got 50\n" + "ab" * 100,
+                             secret, allowed="") == []
+    assert hidden_test_leaks(line, secret, allowed=squash(line)) == [], "a line the student wrote too is no leak"

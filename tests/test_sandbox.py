@@ -15,7 +15,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from dlmed import classgrade, executor, guard, report, sandbox
+from dlmed import classgrade, executor, guard, report, sandbox, seal
 from dlmed.grading import lms_submission
 from tests.helpers import assert_public_api_documented
 
@@ -59,7 +59,7 @@ def outputs(cell):
 # --- module hygiene ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (classgrade, 8), (report, 3)])
+@pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (seal, 5), (classgrade, 8), (report, 3)])
 def test_public_api_documented(module, minimum):
     """Every public function and class of the class grader's modules has a docstring."""
     assert_public_api_documented(module, minimum)
@@ -77,15 +77,18 @@ def test_supervisor_imports_stay_light():
 # --- what the executor knows about cells --------------------------------------------------------
 
 
-def test_names_read_bound_and_hidden_only():
-    """Names a test reads, binds, and binds only in its hidden part (IPython magics are understood)."""
+def test_names_read_and_bound_and_the_annotations_of_a_test_cell():
+    """Names a test reads and binds (IPython magics are understood); the kernel is told only the visible part's."""
     source = ("%matplotlib inline\nresult = check(f(x))\n### BEGIN HIDDEN TESTS\n"
               "def _helper(v):\n    inner = v\n    return inner\nfor item in range(3):\n    check(_helper(item))\n"
-              "result = 2\n### END HIDDEN TESTS\n")
+              "%time result = 2\n### END HIDDEN TESTS\n")
     assert {"check", "f", "x", "_helper", "range"} <= set(executor.names_read(source))
     assert executor.names_bound(source) == ["_helper", "item", "result"]
-    assert executor.names_only_hidden_tests_bind(source) == ["_helper", "item"]
     assert executor.names_bound("import torch.nn as nn\nfrom math import (pi,\n  tau)\nimport os.path\n") == ["nn", "os", "pi", "tau"]
+    annotations = executor.cell_annotations(new_notebook(cells=[_test_cell(source)]))["0"]
+    assert "_helper" not in annotations["reads"] and "_helper" in annotations["hidden_reads"], annotations
+    assert annotations["binds"] == ["result"] and annotations["hidden_binds"] == ["_helper", "item", "result"], annotations
+    assert "def _helper(v):" in annotations["hidden"] and "%time" not in annotations["hidden"], annotations["hidden"]
 
 
 # --- the sandbox's limits ------------------------------------------------------------------------
@@ -198,17 +201,129 @@ def test_guard_accepts_a_library_changing_itself_but_not_another_library(tmp_pat
     assert "Error" not in outputs(result.notebook.cells[2])
 
 
+_READER = """
+import linecache, sys, threading, time
+loot = set()
+
+def _copy():
+    main = threading.main_thread().ident
+    while True:
+        frame = sys._current_frames().get(main)
+        while frame is not None:
+            loot.add("".join(linecache.getlines(frame.f_code.co_filename)))
+            loot.update(c for c in frame.f_code.co_consts if isinstance(c, str))
+            frame = frame.f_back
+        loot.update("".join(e[2]) for e in list(linecache.cache.values()) if len(e) >= 3 and e[2])
+        time.sleep(0.0005)
+
+threading.Thread(target=_copy, daemon=True).start()
+"""
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_hidden_tests_never_reach_the_kernel_and_a_student_thread_voids_the_test(tmp_path, isolation):
+    """Hidden parts run in a sealed fork: they pass or fail as written, a reader thread sees none of
+    their code, no name they bind is left, and tests during which the thread was alive are voided."""
+    student = "def f(x):\n    return x if x < 5 else 0\n"
+    passing = "check(f(1) == 1)\n### BEGIN HIDDEN TESTS\n_secret_helper = 'top ' + 'secret value'\ncheck(f(2) == 2)\n### END HIDDEN TESTS\n"
+    failing = "check(f(1) == 1)\n### BEGIN HIDDEN TESTS\ncheck(f(7) == 7)  # the hidden failing line\n### END HIDDEN TESTS\n"
+    snoop = ("needle = 'top ' + 'secret'\nprint('LOOT', any(needle in text or 'hidden failing' in text for text in loot), len(loot))\n"
+             "print('IN', any(needle in cell for cell in In))\nprint('NAME', '_secret_helper' in globals())\n")
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(student), _test_cell(passing, "t1"), _test_cell(failing, "t2"),
+                        new_code_cell(_READER), _test_cell(passing, "t3"), new_code_cell(snoop)], tmp_path, isolation)
+    cells = result.notebook.cells
+    assert "Error" not in outputs(cells[2]), f"a passing hidden part failed: {outputs(cells[2])}"
+    assert "HiddenTestFailed: AssertionError: check failed" in outputs(cells[3]), outputs(cells[3])
+    assert cells[2].source == passing, "the notebook must keep the test cell's full source for nbgrader"
+    assert "HiddenTestFailed" not in outputs(cells[5]) and executor.INTEGRITY_ERROR in outputs(cells[5]), outputs(cells[5])
+    text = outputs(cells[6])
+    assert "LOOT False" in text and "IN False" in text and "NAME False" in text, text
+    assert int(text.split("LOOT False ")[1].split()[0]) > 0, "the reader thread copied nothing at all: it did not run"
+    events = [(e["kind"], e["where"]) for e in result.events]
+    assert events == [("student-thread", "t3")], result.events
+    assert len(result.hidden_seconds) == 3, result.hidden_seconds
+
+
+_ESCAPES = """
+import mmap, os, socket
+shared = mmap.mmap(-1, 4096)  # shared with every fork
+reader, writer = os.pipe()
+
+def escape():
+    tried = []
+    for name, attempt in [("file", lambda: open("escaped.txt", "w").write("x")),
+                          ("pipe", lambda: os.write(writer, b"hidden")),
+                          ("shared memory", lambda: shared.write(b"hidden")),
+                          ("socket", lambda: socket.socket(socket.AF_UNIX)),
+                          ("signal", lambda: os.kill(os.getppid(), 10)),
+                          ("process", lambda: os.fork())]:
+        try:
+            attempt()
+            tried.append(name + " ALLOWED")
+        except (OSError, ValueError, TypeError) as error:
+            tried.append(name + " " + type(error).__name__)
+    raise AssertionError("; ".join(tried))
+"""
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS)
+def test_code_run_by_hidden_tests_cannot_leave_anything_behind(tmp_path, isolation):
+    """In the sealed fork, writing files, inherited pipes and shared memory lead nowhere; sockets, signals
+    and new processes are refused; the error message reaches the instructor's notebook only."""
+    test = "check(True)\n### BEGIN HIDDEN TESTS\nescape()\n### END HIDDEN TESTS\n"
+    after = ("import os\nos.set_blocking(reader, False)\n"
+             "print('FILE', os.path.exists('escaped.txt'), 'SHARED', bytes(shared[:6]))\n"
+             "try:\n    print('PIPE', os.read(reader, 100))\nexcept BlockingIOError:\n    print('PIPE empty')\n")
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(_ESCAPES), _test_cell(test), new_code_cell(after)],
+                       tmp_path, isolation)
+    verdict, text = outputs(result.notebook.cells[2]), outputs(result.notebook.cells[3])
+    assert "HiddenTestFailed" in verdict, verdict
+    for name in ("file", "socket", "signal", "process"):
+        assert f"{name} PermissionError" in verdict, f"expected {name} refused: {verdict}"
+    assert "FILE False" in text and "SHARED b'\\x00" in text and "PIPE empty" in text, text
+    assert not [e for e in result.events if e["kind"] == "hidden-tests-unsealed"], result.events
+
+
 @pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
-def test_guard_scrubs_hidden_tests_from_the_kernel(tmp_path, isolation):
-    """After a test, its hidden part is gone from the history, linecache and the names it bound."""
-    hidden = "check(True)\n### BEGIN HIDDEN TESTS\n_secret_helper = 'top secret value'\ncheck(_secret_helper)\n### END HIDDEN TESTS\n"
-    snoop = ("import linecache\nneedle = 'top ' + 'secret'  # not written out: this cell is in the history too\n"
-             "print('IN', needle in '\\n'.join(In))\n"
-             "print('CACHE', any(needle in ''.join(e[2]) for e in linecache.cache.values() if len(e) >= 3 and e[2]))\n"
-             "print('NAME', '_secret_helper' in globals())\n")
-    result = run_cells([_setup_cell(_SETUP), _test_cell(hidden), new_code_cell(snoop)], tmp_path, isolation)
-    text = outputs(result.notebook.cells[2])
-    assert "IN False" in text and "CACHE False" in text and "NAME False" in text, text
+def test_the_fork_seals_itself_with_trusted_code(tmp_path, isolation):
+    """A visible part that disarms the seal (os.dup2, dlmed.seal) does not reach the fork, and the test is voided."""
+    disarm = ("import os\nimport dlmed.seal\n"
+              "def answer():\n    os.dup2 = lambda *args: None\n    dlmed.seal.install_filter = lambda pid: ''\n    return 1\n"
+              "reader, writer = os.pipe()\n"
+              "def leak():\n    os.write(writer, b'hidden')\n    open('escaped.txt', 'w').write('hidden')\n")
+    test = "check(answer() == 1)\n### BEGIN HIDDEN TESTS\nleak()\n### END HIDDEN TESTS\n"
+    after = "os.set_blocking(reader, False)\ntry:\n    print('PIPE', os.read(reader, 100))\nexcept BlockingIOError:\n    print('PIPE empty')\nprint('FILE', os.path.exists('escaped.txt'))\n"
+    result = run_cells([_setup_cell(_SETUP), new_code_cell(disarm), _test_cell(test), new_code_cell(after)], tmp_path, isolation)
+    test_cell, text = result.notebook.cells[2], outputs(result.notebook.cells[3])
+    assert "PIPE empty" in text and "FILE False" in text, text
+    assert executor.INTEGRITY_ERROR in outputs(test_cell), outputs(test_cell)
+    changed = [d for e in result.events if e["kind"] == "changed-during-test" for d in e["details"]]
+    assert "os.dup2 was replaced" in changed and "dlmed.seal.install_filter was replaced" in changed, result.events
+
+
+@needs_namespaces
+def test_no_file_access_times_inside_the_sandbox(tmp_path):
+    """Every mount the kernel sees is noatime: a hidden test's process cannot mark files by reading them."""
+    cell = ("mounts = [line.split() for line in open('/proc/self/mountinfo')]\n"
+            "# a mount with another one mounted on the same point above it cannot be reached\n"
+            "top = [m for m in mounts if not any(o[1] == m[0] and o[4] == m[4] for o in mounts)]\n"
+            "print('WITH ATIME', [m[4] for m in top if 'noatime' not in m[5].split(',')], 'OF', len(top))\n")
+    result = run_cells([new_code_cell(cell)], tmp_path, "namespaces")
+    text = outputs(result.notebook.cells[0])
+    assert "WITH ATIME [] OF" in text, text
+
+
+def test_feedback_hides_what_a_failing_hidden_test_said():
+    """A hidden failure's message (made by student code) becomes a fixed text; a builtin class name may stay."""
+    from dlmed.grading import HideHiddenTests
+
+    cell = _test_cell("check(True)\n### BEGIN HIDDEN TESTS\ncheck(secret())\n### END HIDDEN TESTS\n")
+    cell.outputs = [executor.error_output("HiddenTestFailed", "AssertionError: c2VjcmV0IGhpZGRlbiB0ZXN0"),
+                    executor.error_output("HiddenTestFailed", "c2VjcmV0IGhpZGRlbiB0ZXN0: base64 in a class name")]
+    notebook, _ = HideHiddenTests().preprocess(new_notebook(cells=[cell]), {})
+    shown = [(o.evalue, o.traceback) for o in notebook.cells[0].outputs]
+    assert shown == [("the hidden tests failed (AssertionError)", ["HiddenTestFailed: the hidden tests failed (AssertionError)"]),
+                     ("the hidden tests failed", ["HiddenTestFailed: the hidden tests failed"])], shown
 
 
 # --- repairing submissions -------------------------------------------------------------------------
@@ -327,3 +442,85 @@ def test_lms_file_names(path, expected):
     """Student ids from Canvas, Moodle and folder-per-student zip exports."""
     found = lms_submission(path)
     assert (found and (found["student_id"], found["file_id"])) == expected, f"{path}: expected {expected}, got {found}"
+
+
+# --- choosing the isolation, and the bubblewrap and Seatbelt sandboxes' set-up ----------------------
+
+
+def test_without_bubblewrap_the_grader_says_what_to_do(monkeypatch):
+    """Linux, no root, no bwrap: 'basic', with the warning and how to get the isolation (package, sysctl, container)."""
+    monkeypatch.setattr(sandbox.sys, "platform", "linux")
+    monkeypatch.setattr(sandbox.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sandbox, "find_bubblewrap", lambda: None)
+    isolation, reason = sandbox.choose_isolation()
+    assert isolation == "basic", isolation
+    for phrase in ("bwrap (package bubblewrap) is not installed", "it can read your files", "sudo apt install bubblewrap",
+                   "sudo dnf install bubblewrap", "run the grader as root"):
+        assert phrase in reason, f"expected {phrase!r} in the reason, got:\n{reason}"
+
+
+def test_userns_advice_names_the_setting_that_refuses(monkeypatch):
+    """Where a sysctl or Ubuntu's AppArmor restriction refuses user namespaces, the advice names that setting."""
+    settings = {"/proc/sys/kernel/unprivileged_userns_clone": "0", "/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1"}
+    monkeypatch.setattr(sandbox, "_read_setting", settings.get)
+    advice = sandbox.userns_advice()
+    assert "kernel.unprivileged_userns_clone=1" in advice and "kernel.apparmor_restrict_unprivileged_userns=0" in advice, advice
+
+
+def test_bubblewrap_command_hides_before_it_shows(tmp_path):
+    """Hidden folders are covered before kept ones are bound into them, made read-only last; /home and /run are never bound."""
+    command = sandbox.bubblewrap_command(["/home", "/srv/course"], ["/home/me/.venv"], [("/data", "/data", False)], 2**20)
+    pairs = list(zip(command, command[1:]))
+    for flag in ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session"):
+        assert flag in command, f"{flag} missing: {command}"
+    cover, show = pairs.index(("--tmpfs", "/home")), pairs.index(("--ro-bind", "/home/me/.venv"))
+    assert cover < show < pairs.index(("--remount-ro", "/home")), command
+    assert ("--ro-bind", "/data") in pairs and ("--size", str(2**20)) in pairs, command
+    bound = [target for flag, target in pairs if flag in ("--bind", "--ro-bind", "--dev-bind")]
+    assert not [t for t in bound if t in ("/", "/home", "/run", "/root", "/srv/course")], f"bound: {bound}"
+    assert command[-3:] == ["--chdir", "/tmp", "--"] and ("--remount-ro", "/") in pairs, command
+
+
+def test_seatbelt_profile_denies_reads_network_and_writes():
+    """The macOS profile: hidden folders unreadable except kept ones, no network but the sandbox's sockets, writes only there."""
+    profile = sandbox.seatbelt_profile(["/Users"], ["/Users/me/.venv"], ["/private/tmp/box"])
+    lines = profile.splitlines()
+    assert lines[:3] == ["(version 1)", "(allow default)", "(deny network*)"], lines
+    deny_read = lines.index('(deny file-read* (subpath "/Users"))')
+    assert lines.index('(allow file-read* (subpath "/Users/me/.venv"))') > deny_read, lines
+    assert lines.index("(deny file-write*)") < next(i for i, line in enumerate(lines) if line.startswith("(allow file-write*")), lines
+    assert '(remote unix-socket (subpath "/private/tmp/box"))' in profile and "(allow network*)" not in profile, profile
+
+
+def test_seatbelt_sandbox_runs_a_notebook_with_a_stand_in_for_sandbox_exec(tmp_path, monkeypatch):
+    """The seatbelt mode's plumbing (profile, its own folder, the kernel over Unix sockets) works; sandbox-exec is replaced
+    by a script that records the profile and runs the command, since only macOS has the real one."""
+    recorded = tmp_path / "profile.sb"
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    (bin_folder / "sandbox-exec").write_text(f'#!/bin/sh\nprintf "%s" "$2" > {recorded}\nshift 2\nexec "$@"\n')
+    (bin_folder / "sandbox-exec").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_folder}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "course").mkdir()
+    probe = "from ipykernel.kernelapp import IPKernelApp\nimport os\nprint('TRANSPORT', IPKernelApp.instance().transport, os.getcwd())"
+    result = run_cells([new_code_cell(probe)], tmp_path, "seatbelt")
+    text = outputs(result.notebook.cells[0])
+    assert "TRANSPORT ipc" in text, text
+    profile = recorded.read_text()
+    deny_read = next(line for line in profile.splitlines() if line.startswith("(deny file-read*"))
+    assert f'(subpath "{tmp_path / "course"}")' in deny_read and "(deny network*)" in profile, profile
+    work = text.split("TRANSPORT ipc ")[1].split()[0]
+    assert "(allow file-write* " in profile and f'(subpath "{os.path.dirname(work)}")' in profile, (work, profile)
+    assert not os.path.exists(work), "the sandbox's folder should be removed afterwards"
+
+
+def test_an_isolation_asked_for_that_does_not_work_stops_the_grader(tmp_path, monkeypatch):
+    """``--isolation bubblewrap`` where bwrap fails: an error with what to do, not a class graded without isolation."""
+    monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: "bwrap: setting up uid map: Permission denied")
+    grader = classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="bubblewrap"))
+    with pytest.raises(classgrade.course.CourseError, match="does not work here: bwrap: setting up uid map") as error:
+        grader._isolation()
+    assert "What you can do" in str(error.value) and "leave --isolation out" in str(error.value), str(error.value)
+    monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: None)
+    assert classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="basic"))._isolation() == (
+        "basic", f"asked for with --isolation. {sandbox.BASIC_WARNING}")

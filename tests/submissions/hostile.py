@@ -6,11 +6,15 @@ that runs too long), cheating (fake output, forged results, patched libraries an
 helpers, a shadowed builtin, an input transformer, a trace function, edited, deleted,
 duplicated and renamed test cells, changed points, a faked set-up cell), broken files
 (corrupt JSON, wrong file name, wrong kernel) and attacks on the grader (writing outside the
-submission, reading the course's files and the gradebook, the network, digging hidden tests
-out of the kernel's history) and attacks on the instructor's browser (script, ``<img onerror>``,
-SVG and JavaScript outputs, markup in a written answer and in a file name). ``tests/test_class_grading.py`` grades them together with
-honest submissions and checks each outcome: zero, or exactly the points its honest cells
-earn, and never an effect on another student.
+submission, reading the course's files and the gradebook, the network, the grader's own
+processes, digging hidden tests out of the kernel's history, a hidden-test marker in an
+answer, threads that read what the kernel runs or overwrite a test's
+variables while it runs) and attacks on the instructor's browser (script, ``<img onerror>``, SVG and
+JavaScript outputs, markup in a written answer and in a file name).
+``tests/test_class_grading.py`` grades them together with honest submissions and checks each
+outcome: zero, or exactly the points its honest cells earn, and never an effect on another
+student; ``tests/test_unprivileged_grading.py`` grades the attacks again as an ordinary user
+(the ``bubblewrap`` isolation).
 
 The limits these expectations assume are :data:`LIMITS` (``dlmed grade`` options).
 """
@@ -216,6 +220,20 @@ for host, port in [("127.0.0.1", {port}), ("pypi.org", 443), ("1.1.1.1", 53)]:
         print("BLOCKED", host, port, type(error).__name__)
 '''
 
+_SPY_ON_GRADER = '''
+import os
+mine = str(os.getpid())
+others = [p for p in os.listdir("/proc") if p.isdigit() and p != mine]
+for pid in others:  # the grader's processes hold the hidden tests and the channel back to the grader
+    for what in ("mem", "environ", "fd/1"):
+        try:
+            open(f"/proc/{{pid}}/{{what}}", "rb").close()
+            print("OPENED", pid, what)
+        except OSError as error:
+            print("BLOCKED", pid, what, type(error).__name__)
+print("OTHERS", len(others), "processes")
+'''
+
 _EXFILTRATE = '''
 import inspect, linecache, sys
 print("HISTORY", "\\n".join(In))
@@ -304,6 +322,90 @@ XSS_CASES = {
                          f'<script>{xss(case)}</script><circle cx="5" cy="5" r="4"/></svg>'),
     "xss_javascript_output": lambda case: _display("application/javascript", xss(case)),
 }
+
+
+
+# A thread that copies, while the notebook is graded, what the kernel runs: IPython's
+# linecache entries, the history, and the source and constants of every code object on the
+# main thread's stack, of cells (not of libraries: that would only swell the output). The last answer cell prints the copy, encoded so that a scrubber
+# looking for verbatim lines cannot see it (the attack of issue 10).
+_READER = """
+import linecache, sys, threading, time
+_loot = set()
+
+def _copy_what_runs():
+    main = threading.main_thread().ident
+    frame = sys._current_frames().get(main)
+    while frame is not None:
+        code = frame.f_code
+        if not code.co_filename.startswith((sys.prefix, sys.base_prefix)):  # cells, not libraries
+            _loot.add("".join(linecache.getlines(code.co_filename)))
+            _loot.update(c for c in code.co_consts if isinstance(c, str))
+        frame = frame.f_back
+    for filename, entry in list(linecache.cache.items()):
+        if len(entry) >= 3 and entry[2] and not str(filename).startswith((sys.prefix, sys.base_prefix)):
+            _loot.add("".join(entry[2]))
+    _loot.update(str(cell) for cell in get_ipython().user_ns.get("In", []))
+
+def _reader():
+    while True:
+        _copy_what_runs()
+        time.sleep(0.0005)
+
+threading.Thread(target=_reader, daemon=True).start()
+"""
+
+# The same copy, made once: by a thread that sleeps until the last answer cell wakes it.
+_LATE_READER = """
+import gc, linecache, sys, threading, types
+_loot, _wake = set(), threading.Event()
+
+def _late_reader():
+    _wake.wait()
+    for filename, entry in list(linecache.cache.items()):
+        if len(entry) >= 3 and entry[2] and not str(filename).startswith((sys.prefix, sys.base_prefix)):
+            _loot.add("".join(entry[2]))
+    for obj in gc.get_objects():
+        code = getattr(obj, "__code__", obj)
+        if isinstance(code, types.CodeType) and not code.co_filename.startswith((sys.prefix, sys.base_prefix)):
+            _loot.add("".join(linecache.getlines(code.co_filename)))
+            _loot.update(c for c in code.co_consts if isinstance(c, str))
+    _loot.update(str(cell) for cell in get_ipython().user_ns.get("In", []))
+
+_late = threading.Thread(target=_late_reader, daemon=True)
+_late.start()
+"""
+
+_ENCODINGS = {
+    "base64": "import base64\nprint(base64.b64encode(_text.encode()).decode())",
+    "hex": "print(_text.encode().hex())",
+    "zlib": "import base64, zlib\nprint(base64.b64encode(zlib.compress(_text.encode())).decode())",
+    "reversed": "print(_text[::-1])",
+}
+
+
+def _print_loot(encoding, wake=False):
+    """The last answer cell: the correct answer, then the loot printed in ``encoding``."""
+    return _then("ex10_count_parameters",
+                 ("_wake.set()\n_late.join(10)\n" if wake else "") + "_text = '\\n'.join(sorted(_loot))\n"
+                 + "print('LOOT', len(_text))\n" + _ENCODINGS[encoding])
+
+
+# A wrong accuracy, and a thread that keeps the visible test's variable at the value it expects.
+_WRITER = """
+import threading
+
+def accuracy(probabilities, labels):
+    return 0.25
+
+def _keep_the_result_right():
+    namespace = get_ipython().user_ns
+    while True:
+        if namespace.get("result") == 0.25:
+            namespace["result"] = 0.5  # what the visible test compares with
+
+threading.Thread(target=_keep_the_result_right, daemon=True).start()
+"""
 
 
 CASES: Dict[str, Case] = {
@@ -425,6 +527,14 @@ CASES: Dict[str, Case] = {
     "network": Case(
         "connects to a server on the grading machine and to the internet",
         edited(_add_cell_after(TEST[8], _NETWORK))),
+    "spies_on_grader": Case(
+        "looks for the grader's processes and opens their memory, environment and output",
+        edited(_add_cell_after(TEST[8], _SPY_ON_GRADER))),
+    "hidden_marker_in_answer": Case(
+        "writes the hidden-test begin marker, without an end, in an answer (a comment and a string): "
+        "stock generate_feedback fails for this student; feedback must still be made",
+        answers(ex8_conv_output_size=_then("ex8_conv_output_size",
+                                           "# ### BEGIN HIDDEN TESTS\nmarker = '### BEGIN HIDDEN TESTS'"))),
     "exfiltrate_hidden": Case(
         "prints the kernel's history, linecache and hidden-test objects after a test ran",
         edited(_add_cell_after(TEST[1], _EXFILTRATE))),
@@ -441,6 +551,32 @@ CASES: Dict[str, Case] = {
     "xss_file_name": Case(
         "the notebook is saved under a file name that is markup",
         answers(), file_name='<img src=x onerror="document.title=1">.ipynb', notes=("submitted as",)),
+    # --- threads that read or write while the tests run (issue 10) ------------------------------
+    # A thread the submission started is alive from ex6's answer on: the tests while it lives are voided.
+    "reader_base64": Case(
+        "a thread copies what the kernel runs; the last answer prints it base64-encoded",
+        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("base64")),
+        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
+    "reader_hex": Case(
+        "a thread copies what the kernel runs; the last answer prints it hex-encoded",
+        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("hex")),
+        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
+    "reader_zlib": Case(
+        "a thread copies what the kernel runs; the last answer prints it zlib-encoded",
+        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("zlib")),
+        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
+    "reader_reversed": Case(
+        "a thread copies what the kernel runs; the last answer prints it reversed-encoded",
+        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("reversed")),
+        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
+    "late_reader": Case(
+        "a thread sleeps until the last answer cell, then copies linecache, history and code objects "
+        "(it has ended when the last test runs: that one counts)",
+        answers(ex6_accuracy=_then("ex6_accuracy", _LATE_READER), ex10_count_parameters=_print_loot("base64", wake=True)),
+        zero=(6, 7, 8, 9), events=("student-thread",)),
+    "writer_thread": Case(
+        "a wrong accuracy, and a thread that overwrites the visible test's result while it runs",
+        answers(ex6_accuracy=_WRITER), zero=(6, 7, 8, 9, 10), events=("student-thread",)),
 }
 
 

@@ -3,7 +3,7 @@
 MURA holds about 40,000 musculoskeletal radiographs (PNG) from 14,863 studies of seven
 body parts, each study labelled normal (negative) or abnormal (positive). It needs
 registration with its publisher, so this module never downloads it: copy the unzipped
-``MURA-v1.1`` folder into the data folder (:func:`dlmed.data.data_dir`: the environment
+``MURA-v1.1`` folder into the data folder (:func:`dlmed.datasets.data_dir`: the environment
 variable ``DLMED_DATA``, or ``~/dlmed-data``). Its layout::
 
     MURA-v1.1/train_image_paths.csv     MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png
@@ -12,17 +12,13 @@ variable ``DLMED_DATA``, or ``~/dlmed-data``). Its layout::
     MURA-v1.1/valid_labeled_studies.csv
     MURA-v1.1/{train,valid}/XR_<BODY PART>/patient<NNNNN>/study<K>_<positive|negative>/image<M>.png
 
-The CSVs have no header. For tests and offline practice :func:`make_synthetic_mura` writes
-a tiny tree with the same layout; its pictures are NOT medical images. Nothing here runs
-on import.
+The CSVs have no header. For tests and offline practice :func:`make_synthetic` writes a
+tiny tree with the same layout; its pictures are NOT medical images, and
+:func:`for_notebook` uses it whenever MURA is absent. Nothing here runs on import.
 """
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -30,23 +26,22 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
-from dlmed.data import DataUnavailableError, data_dir, is_synthetic
+from dlmed.datasets import PathLike, data_dir, is_synthetic, stand_in_settings
+from dlmed.datasets._download import unavailable
+from dlmed.datasets._standin import build_folder, write_marker
 
-# The stand-in is written like MedNIST's: staged next to the final folder, then renamed
-# into place atomically; the marker file records the settings it was made with.
-from dlmed.data import _move_into_place, _read_marker
+NAME = "MURA"
+#: MURA cannot be downloaded automatically: it needs registration at :data:`REGISTRATION_URL`.
+REMOTE = None
+REGISTRATION_URL = "https://stanfordmlgroup.github.io/competitions/mura/"
+FOLDER = "MURA-v1.1"
+BODY_PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
+SPLITS = ("train", "valid")
+#: The folder (inside the data folder) :func:`for_notebook` writes the stand-in tree to.
+SYNTHETIC_ROOT = "mura-synthetic"
 
-MURA_URL = "https://stanfordmlgroup.github.io/competitions/mura/"
-MURA_FOLDER = "MURA-v1.1"
-MURA_BODY_PARTS = ("ELBOW", "FINGER", "FOREARM", "HAND", "HUMERUS", "SHOULDER", "WRIST")
-MURA_SPLITS = ("train", "valid")
-
-# Same marker file name as dlmed.data's stand-in, so dlmed.data.is_synthetic works on both.
-_SYNTHETIC_MARKER = "dlmed-synthetic.json"
 # Bump when the drawings or the tree change, so that stand-ins made by older code are rebuilt.
 _SYNTHETIC_VERSION = 1
-
-PathLike = Union[str, os.PathLike]
 
 
 def _csv_names(split: str) -> Tuple[str, str]:
@@ -54,41 +49,51 @@ def _csv_names(split: str) -> Tuple[str, str]:
     return f"{split}_image_paths.csv", f"{split}_labeled_studies.csv"
 
 
-def find_mura(root: Optional[PathLike] = None) -> Optional[Path]:
+def find(root: Optional[PathLike] = None) -> Optional[Path]:
     """Return ``root/MURA-v1.1`` if it holds MURA's four CSV files, else ``None``.
 
-    ``root`` defaults to :func:`dlmed.data.data_dir`. Nothing is downloaded or created.
+    ``root`` defaults to :func:`dlmed.datasets.data_dir`. Nothing is downloaded or created.
     """
-    folder = Path(root if root is not None else data_dir()) / MURA_FOLDER
-    names = [name for split in MURA_SPLITS for name in _csv_names(split)]
+    folder = Path(root if root is not None else data_dir()) / FOLDER
+    names = [name for split in SPLITS for name in _csv_names(split)]
     return folder if all((folder / name).is_file() for name in names) else None
 
 
-def _how_to_get_mura(root: Path) -> str:
-    """The instructions that every DataUnavailableError about MURA ends with."""
+def _how_to_get(root: Path) -> str:
+    """The by-hand instructions every DataUnavailableError about MURA ends with."""
     return (
-        f"MURA cannot be downloaded automatically: it needs registration. To use it:\n"
-        f"  1. Register and download MURA-v1.1 at {MURA_URL}\n"
-        f"  2. Unzip it and put the {MURA_FOLDER} folder into {root}\n"
-        f"     (so that {root / MURA_FOLDER / 'train_image_paths.csv'} exists), or set the\n"
-        f"     environment variable DLMED_DATA to the folder that holds {MURA_FOLDER} (in\n"
-        f"     Jupyter, restart the kernel afterwards).\n"
-        f"  3. To practise without it, dlmed.mura.make_synthetic_mura(folder) writes a tiny\n"
-        f"     synthetic stand-in (NOT medical data) with the same layout."
+        f"  To get it: register and download MURA-v1.1 at {REGISTRATION_URL}\n"
+        f"  and put the unzipped {FOLDER} folder into {root}\n"
+        f"  (so that {root / FOLDER / 'train_image_paths.csv'} exists).\n"
+        f"  Outside a notebook, the stand-in is dlmed.datasets.mura.make_synthetic(folder)."
     )
+
+
+def fetch(root: Optional[PathLike] = None, allow_download: bool = True, show_progress: bool = True) -> Path:
+    """Return ``root/MURA-v1.1`` if MURA is there; MURA is never downloaded (it needs registration).
+
+    ``allow_download`` and ``show_progress`` are accepted so that every data module is called
+    the same way. ``root`` defaults to :func:`~dlmed.datasets.data_dir`.
+
+    Raises:
+        DataUnavailableError: MURA is not under ``root``; the message says how to get it.
+    """
+    root = Path(root if root is not None else data_dir())
+    folder = find(root)
+    if folder is None:
+        raise unavailable(NAME, root, f"it is not in {root} and cannot be downloaded automatically",
+                          _how_to_get(root)) from None
+    return folder
 
 
 def _mura_folder(root: Optional[PathLike], split: str) -> Path:
     """Return the MURA folder under ``root`` after checking ``split``; raise if MURA is absent."""
-    if split not in MURA_SPLITS:
-        raise ValueError(f"split must be one of {MURA_SPLITS} (MURA's test set is not public), got {split!r}")
-    root = Path(root if root is not None else data_dir())
-    folder = find_mura(root)
-    if folder is None:
-        raise DataUnavailableError(f"MURA is not in {root}.\n{_how_to_get_mura(root)}")
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} (MURA's test set is not public), got {split!r}")
+    folder = fetch(root)
     if is_synthetic(folder):
         # Never let the stand-in pass for the real data unnoticed.
-        print(f"dlmed: {folder} is the SYNTHETIC stand-in made by make_synthetic_mura (not medical data)")
+        print(f"dlmed: {folder} is the SYNTHETIC stand-in made by make_synthetic (not medical data)")
     return folder
 
 
@@ -101,18 +106,18 @@ def _parse_mura_path(path: str) -> dict:
     """
     # ("MURA-v1.1", "train", "XR_WRIST", "patient00001", "study1_positive", "image1.png")
     parts = PurePosixPath(path).parts
-    if len(parts) < 5 or parts[0] != MURA_FOLDER:
+    if len(parts) < 5 or parts[0] != FOLDER:
         raise ValueError(
             f"{path!r} is not a MURA path like "
-            f"'{MURA_FOLDER}/train/XR_WRIST/patient00001/study1_positive/image1.png'"
+            f"'{FOLDER}/train/XR_WRIST/patient00001/study1_positive/image1.png'"
         )
     split, body_folder, patient, study_folder = parts[1:5]
     body_part = body_folder.removeprefix("XR_")
     study, _, outcome = study_folder.partition("_")
-    if body_part not in MURA_BODY_PARTS or outcome not in ("positive", "negative"):
+    if body_part not in BODY_PARTS or outcome not in ("positive", "negative"):
         raise ValueError(
             f"{path!r} does not follow MURA's layout XR_<body part>/patient<N>/study<K>_<positive|negative>: "
-            f"body parts are {', '.join(MURA_BODY_PARTS)}"
+            f"body parts are {', '.join(BODY_PARTS)}"
         )
     return {
         "split": split,
@@ -123,14 +128,14 @@ def _parse_mura_path(path: str) -> dict:
     }
 
 
-def mura_image_table(root: Optional[PathLike] = None, split: str = "train") -> pd.DataFrame:
+def image_table(root: Optional[PathLike] = None, split: str = "train") -> pd.DataFrame:
     """Return one row per image of a MURA split, read from ``<split>_image_paths.csv``.
 
     Columns: ``path`` (absolute path of the PNG, str), ``split`` ("train" or "valid"),
     ``body_part`` (e.g. "WRIST"), ``patient`` (e.g. "patient00001"), ``study`` (e.g.
     "patient00001/study1") and ``label`` (int64: 1 if the study folder says "positive",
     i.e. abnormal, else 0). Rows are in the CSV's order. ``root`` (the folder that holds
-    ``MURA-v1.1``) defaults to :func:`dlmed.data.data_dir`.
+    ``MURA-v1.1``) defaults to :func:`dlmed.datasets.data_dir`.
 
     Raises:
         DataUnavailableError: MURA is not under ``root``; the message says how to get it.
@@ -144,10 +149,10 @@ def mura_image_table(root: Optional[PathLike] = None, split: str = "train") -> p
     return table.astype({"label": "int64"})
 
 
-def mura_study_table(root: Optional[PathLike] = None, split: str = "train") -> pd.DataFrame:
+def study_table(root: Optional[PathLike] = None, split: str = "train") -> pd.DataFrame:
     """Return one row per study of a MURA split, read from ``<split>_labeled_studies.csv``.
 
-    Columns: ``study`` (e.g. "patient00001/study1", as in :func:`mura_image_table`),
+    Columns: ``study`` (e.g. "patient00001/study1", as in :func:`image_table`),
     ``body_part``, ``patient`` and ``label`` (int64, from the CSV: 1 = abnormal).
 
     Raises:
@@ -162,8 +167,8 @@ def mura_study_table(root: Optional[PathLike] = None, split: str = "train") -> p
     return table
 
 
-class MuraImageDataset(torch.utils.data.Dataset):
-    """The images of a table from :func:`mura_image_table` (or any rows of one).
+class ImageDataset(torch.utils.data.Dataset):
+    """The images of a table from :func:`image_table` (or any rows of one).
 
     Each image is loaded as grayscale (MURA's PNGs are partly RGB). Without a
     ``transform`` an item's image is a float tensor of shape (1, H, W) in [0, 1]; H and W
@@ -178,7 +183,7 @@ class MuraImageDataset(torch.utils.data.Dataset):
         if missing:
             raise ValueError(
                 f"the table needs the columns 'path' and 'label' (lacks {sorted(missing)}); "
-                f"make it with dlmed.mura.mura_image_table()"
+                f"make it with dlmed.datasets.mura.image_table()"
             )
         self.paths = table["path"].astype(str).tolist()
         self.targets = table["label"].to_numpy(dtype=np.int64)
@@ -199,7 +204,7 @@ class MuraImageDataset(torch.utils.data.Dataset):
 _README = """\
 SYNTHETIC DATA - NOT MEDICAL IMAGES
 
-This folder was made by dlmed.mura.make_synthetic_mura() (the dlmed package of the deep
+This folder was made by dlmed.datasets.mura.make_synthetic() (the dlmed package of the deep
 learning in biology and medicine workshop). It imitates the layout of MURA-v1.1 (the CSV
 files, XR_<BODY PART>/patient<NNNNN>/study<K>_<positive|negative>/image<M>.png) so that
 code can be run and tested without the real data, which needs registration at
@@ -232,9 +237,9 @@ def _write_synthetic_mura(folder: Path, settings: dict) -> None:
     low_studies, high_studies = settings["studies_per_patient"]
     low_images, high_images = settings["images_per_study"]
     patient_number = 0  # numbered across splits, as in MURA (valid's patients follow train's)
-    for split in MURA_SPLITS:
+    for split in SPLITS:
         image_rows, study_rows = [], []
-        for body_part in MURA_BODY_PARTS:
+        for body_part in BODY_PARTS:
             study_count = 0
             for index in range(settings["patients_per_part"]):
                 patient_number += 1
@@ -247,7 +252,7 @@ def _write_synthetic_mura(folder: Path, settings: dict) -> None:
                     positive = study_count % 2 == 0
                     study_count += 1
                     outcome = "positive" if positive else "negative"
-                    relative = f"{MURA_FOLDER}/{split}/XR_{body_part}/{patient}/study{study}_{outcome}/"
+                    relative = f"{FOLDER}/{split}/XR_{body_part}/{patient}/study{study}_{outcome}/"
                     study_rows.append((relative, int(positive)))
                     study_folder = folder.parent / relative  # ``folder`` is named MURA-v1.1
                     study_folder.mkdir(parents=True)
@@ -259,10 +264,9 @@ def _write_synthetic_mura(folder: Path, settings: dict) -> None:
         # Same format as MURA's own CSVs: no header, no index.
         pd.DataFrame({"path": image_rows}).to_csv(folder / image_csv, header=False, index=False)
         pd.DataFrame(study_rows).to_csv(folder / study_csv, header=False, index=False)
-    readme = _README.format(url=MURA_URL, patients=settings["patients_per_part"], seed=settings["seed"])
+    readme = _README.format(url=REGISTRATION_URL, patients=settings["patients_per_part"], seed=settings["seed"])
     (folder / "README.txt").write_text(readme, encoding="utf-8")
-    with open(folder / _SYNTHETIC_MARKER, "w", encoding="utf-8") as file:
-        json.dump(settings, file, indent=2)
+    write_marker(folder, settings)
 
 
 def _check_range(name: str, value) -> Tuple[int, int]:
@@ -274,7 +278,7 @@ def _check_range(name: str, value) -> Tuple[int, int]:
     return value[0], value[1]
 
 
-def make_synthetic_mura(
+def make_synthetic(
     root: PathLike,
     patients_per_part: int = 3,
     studies_per_patient: Tuple[int, int] = (1, 2),
@@ -284,7 +288,7 @@ def make_synthetic_mura(
 ) -> Path:
     """Write (or reuse) a tiny synthetic MURA-v1.1 tree in ``root`` and return ``root/MURA-v1.1``.
 
-    For each split (train, valid) and each of :data:`MURA_BODY_PARTS` there are
+    For each split (train, valid) and each of :data:`BODY_PARTS` there are
     ``patients_per_part`` patients (numbered across the whole tree), each with between
     ``studies_per_patient[0]`` and ``[1]`` studies (cycling through that range, so both
     single- and multi-study patients appear) of ``images_per_study[0]`` to ``[1]``
@@ -302,7 +306,7 @@ def make_synthetic_mura(
         raise ValueError(f"image_size must be an integer of at least 16 (the bars need room), got {image_size!r}")
     settings = {
         "synthetic": True,
-        "made_by": "dlmed.mura.make_synthetic_mura",
+        "made_by": "dlmed.datasets.mura.make_synthetic",
         "version": _SYNTHETIC_VERSION,
         "patients_per_part": patients_per_part,
         "studies_per_patient": list(_check_range("studies_per_patient", studies_per_patient)),
@@ -311,27 +315,38 @@ def make_synthetic_mura(
         "seed": int(seed),
     }
     root = Path(root)
-    final = root / MURA_FOLDER
+    final = root / FOLDER
 
     def is_wanted(folder: Path) -> bool:
         # The marker is written last, so a matching one means a finished stand-in.
-        return _read_marker(folder) == settings
+        return stand_in_settings(folder) == settings
 
-    if is_wanted(final):
-        return final
     if final.exists() and not is_synthetic(final):
         raise ValueError(
             f"{final} exists and is not a synthetic stand-in (it may be the real MURA); "
-            f"refusing to replace it. Give make_synthetic_mura another folder."
+            f"refusing to replace it. Give make_synthetic another folder."
         )
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{MURA_FOLDER}-building-", dir=root))
-    try:
-        staged = staging / MURA_FOLDER
-        staged.mkdir()
-        _write_synthetic_mura(staged, settings)
-        _move_into_place(staged, final, is_wanted)
-    finally:
-        # Empty after a successful rename; holds a partial tree only if something failed.
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return build_folder(final, is_wanted, lambda staged: _write_synthetic_mura(staged, settings))
+
+
+def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = False) -> Path:
+    """Return the folder that holds the ``MURA-v1.1`` a notebook should read (pass it to :func:`image_table`).
+
+    ``config`` (the notebook's :class:`~dlmed.config.RunConfig`) is accepted so that every
+    data module is called the same way; MURA is never downloaded, in lab mode as in
+    grading mode, so:
+
+    - the real MURA when it is in ``root`` (and ``synthetic`` is False);
+    - otherwise (or with ``synthetic=True``, the notebook's ``USE_SYNTHETIC_DATA``) a small
+      synthetic MURA-like tree in ``root/mura-synthetic`` (NOT medical data), which keeps
+      MURA's layout so that the notebook's table code runs; one line says so.
+
+    ``root`` defaults to :func:`~dlmed.datasets.data_dir`.
+    """
+    root = Path(root if root is not None else data_dir())
+    if not synthetic and find(root) is not None:
+        return root
+    stand_in = make_synthetic(root / SYNTHETIC_ROOT, patients_per_part=3)
+    reason = "as asked" if synthetic else f"MURA is not in {root}"
+    print(f"dlmed: using a SYNTHETIC MURA-like tree (not X-rays) in {stand_in} ({reason})")
+    return stand_in.parent

@@ -6,13 +6,13 @@ comes as one NumPy ``.npz`` file with the keys ``train_images``, ``train_labels`
 ``val_images``, ``val_labels``, ``test_images`` and ``test_labels``; images are uint8
 arrays of shape (N, 28, 28) and labels arrays of shape (N, 1).
 
-The file lives in the same data folder as MedNIST (:func:`dlmed.data.data_dir`: the
-environment variable ``DLMED_DATA``, or ``~/dlmed-data``). Nothing here runs on import.
+The file lives in the data folder (:func:`dlmed.datasets.data_dir`: the environment
+variable ``DLMED_DATA``, or ``~/dlmed-data``). Nothing here runs on import.
 
-A copy whose MD5 differs from the official file (for example an offline mirror that was
-reassembled from other copies) is accepted when its content is valid PneumoniaMNIST.
-While a notebook is graded, :func:`pneumonia_data` uses a small synthetic stand-in when
-the real file is not there; its pictures are NOT medical images.
+A copy whose checksum differs from the official file (for example an offline mirror that
+was reassembled from other copies) is accepted when its content is valid PneumoniaMNIST.
+While a notebook is graded, :func:`for_notebook` uses a small synthetic stand-in when the
+real file is not there; its pictures are NOT medical images.
 """
 
 import os
@@ -20,57 +20,48 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from dlmed.data import DataUnavailableError, data_dir, download_or_explain, md5sum, usual_permissions
+from dlmed.datasets import PathLike, data_dir, usual_permissions
+from dlmed.datasets._download import Remote, by_hand, download, file_checksum, matches
 
-PNEUMONIAMNIST_URL = "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1"
-#: MD5 of the official file published by MedMNIST.
-PNEUMONIAMNIST_MD5 = "28209eda62fecd6e6a2d98b1501bb15f"
-#: The file name the data is downloaded to (and where a hand-copied one is looked for).
-PNEUMONIAMNIST_FILE = "pneumoniamnist.npz"
+NAME = "PneumoniaMNIST"
+#: The official file published by MedMNIST: address, checksum, and its name in the data
+#: folder (where a hand-copied one is looked for too).
+REMOTE = Remote(
+    url="https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1",
+    checksum="md5:28209eda62fecd6e6a2d98b1501bb15f",
+    filename="pneumoniamnist.npz",
+)
 #: Class names in label order: label 0 is "normal", label 1 is "pneumonia".
-PNEUMONIA_CLASSES = ("normal", "pneumonia")
+CLASSES = ("normal", "pneumonia")
 #: The splits, in the order the file and the returned dict hold them.
-PNEUMONIA_SPLITS = ("train", "val", "test")
-#: The file :func:`pneumonia_data` writes the stand-in to while grading.
-SYNTHETIC_PNEUMONIAMNIST_FILE = "pneumoniamnist-synthetic.npz"
+SPLITS = ("train", "val", "test")
+#: The file :func:`for_notebook` writes the stand-in to.
+SYNTHETIC_FILE = "pneumoniamnist-synthetic.npz"
 #: While grading, each split is cut to at most this many images (class ratio kept), so
 #: that a notebook runs in seconds yet still sees both classes in every split.
-PNEUMONIA_GRADING_SAMPLES_PER_SPLIT = 48
+GRADING_SAMPLES_PER_SPLIT = 48
+#: Images per split of the stand-in used for offline practice in lab mode (train, val, test).
+SYNTHETIC_LAB_SAMPLES_PER_SPLIT = (600, 100, 200)
 
 _IMAGE_SIZE = 28
-
-PathLike = Union[str, os.PathLike]
-
-
-def _how_to_get_pneumoniamnist(root: Path) -> str:
-    """The instructions that every DataUnavailableError about PneumoniaMNIST ends with."""
-    return (
-        f"To use PneumoniaMNIST on this machine, do one of the following:\n"
-        f"  1. On a machine with internet, download\n"
-        f"       {PNEUMONIAMNIST_URL}\n"
-        f"     check that its MD5 checksum is {PNEUMONIAMNIST_MD5}, and copy it as\n"
-        f"     {PNEUMONIAMNIST_FILE} into {root}\n"
-        f"  2. Set the environment variable DLMED_DATA to a folder that already holds\n"
-        f"     {PNEUMONIAMNIST_FILE} (in Jupyter, restart the kernel afterwards)."
-    )
 
 
 def _content_problem(arrays: dict) -> Optional[str]:
     """Say what is wrong with the arrays of a would-be PneumoniaMNIST file, or None if nothing."""
     missing = [
-        f"{split}_{kind}" for split in PNEUMONIA_SPLITS for kind in ("images", "labels")
+        f"{split}_{kind}" for split in SPLITS for kind in ("images", "labels")
         if f"{split}_{kind}" not in arrays
     ]
     if missing:
         return f"it lacks the key(s) {', '.join(missing)}"
-    for split in PNEUMONIA_SPLITS:
+    for split in SPLITS:
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (_IMAGE_SIZE, _IMAGE_SIZE):
             return (
@@ -110,7 +101,7 @@ def _load_arrays(path: Path) -> dict:
     raise ValueError("it holds a single .npy array, not the arrays of an .npz file")
 
 
-def _read_pneumoniamnist(path: Path) -> dict:
+def _read(path: Path) -> dict:
     """Read and check a PneumoniaMNIST-style ``.npz``; return {split: (images, labels (N,) int64)}.
 
     Raises:
@@ -126,66 +117,68 @@ def _read_pneumoniamnist(path: Path) -> dict:
     if problem is not None:
         raise ValueError(
             f"{path} is not valid PneumoniaMNIST: {problem}. Delete it and run again to "
-            f"download it from {PNEUMONIAMNIST_URL}, or copy a good copy (MD5 "
-            f"{PNEUMONIAMNIST_MD5}) there."
+            f"download it from {REMOTE.url}, or copy a good copy ({REMOTE.algorithm.upper()} "
+            f"{REMOTE.digest}) there."
         )
     return {
         split: (arrays[f"{split}_images"], arrays[f"{split}_labels"].reshape(-1).astype(np.int64))
-        for split in PNEUMONIA_SPLITS
+        for split in SPLITS
     }
 
 
-def fetch_pneumoniamnist(
-    root: Optional[PathLike] = None, allow_download: bool = True, show_progress: bool = True
-) -> Path:
+def find(root: Optional[PathLike] = None) -> Optional[Path]:
+    """Return the path of ``root/pneumoniamnist.npz`` if it is there, else ``None``.
+
+    Its content is not checked here (:func:`fetch` does). ``root`` defaults to
+    :func:`~dlmed.datasets.data_dir`. Nothing is downloaded or created.
+    """
+    path = Path(root if root is not None else data_dir()) / REMOTE.filename
+    return path if path.is_file() else None
+
+
+def fetch(root: Optional[PathLike] = None, allow_download: bool = True, show_progress: bool = True) -> Path:
     """Return the path of ``pneumoniamnist.npz``, downloading it if needed.
 
-    ``root`` defaults to :func:`dlmed.data.data_dir`. In order:
+    ``root`` defaults to :func:`~dlmed.datasets.data_dir`. In order:
 
-    1. ``root/pneumoniamnist.npz`` with the official MD5 is returned as it is;
-    2. one with another MD5 is checked: if its content is valid PneumoniaMNIST (the six
-       keys, uint8 images (N, 28, 28), labels (N, 1) in {0, 1}) it is used, and one line
-       says that its checksum differs from the official file; otherwise ValueError;
-    3. otherwise it is downloaded from :data:`PNEUMONIAMNIST_URL` when ``allow_download``
-       and checked against :data:`PNEUMONIAMNIST_MD5`.
+    1. ``root/pneumoniamnist.npz`` with the official checksum is returned as it is;
+    2. one with another checksum is checked: if its content is valid PneumoniaMNIST (the
+       six keys, uint8 images (N, 28, 28), labels (N, 1) in {0, 1}) it is used, and one
+       line says that its checksum differs from the official file; otherwise ValueError;
+    3. otherwise it is downloaded from :data:`REMOTE` when ``allow_download`` and checked
+       against its checksum.
 
     Nothing is written unless a download is needed, so ``root`` may be a read-only folder
-    that holds the file.
+    that holds the file (such as a shared offline mirror).
 
     Raises:
         DataUnavailableError: the file is not here and may not, or cannot, be downloaded.
-            The message says how to get it by hand.
+            The message says how to go on.
         ValueError: the file here is not valid PneumoniaMNIST, or a download had the wrong
             checksum (the download is deleted).
     """
     root = Path(root if root is not None else data_dir())
-    path = root / PNEUMONIAMNIST_FILE
-    if path.is_file():
-        got_md5 = md5sum(path)
-        if got_md5 != PNEUMONIAMNIST_MD5:
-            _read_pneumoniamnist(path)  # raises ValueError naming the problem
-            print(
-                f"dlmed: {path} has MD5 {got_md5}, not the official file's {PNEUMONIAMNIST_MD5}, "
-                f"but its content is valid PneumoniaMNIST; using it."
-            )
-        return path
-
-    return download_or_explain(
-        "PneumoniaMNIST", PNEUMONIAMNIST_URL, path, PNEUMONIAMNIST_MD5,
-        _how_to_get_pneumoniamnist(root), allow_download, show_progress,
-    )
+    path = find(root)
+    if path is None:
+        return download(NAME, REMOTE, root, by_hand(REMOTE, root), allow_download, show_progress)
+    if not matches(REMOTE, path):
+        _read(path)  # raises ValueError naming the problem
+        got = file_checksum(path, REMOTE.algorithm)
+        print(
+            f"dlmed: {path} has {REMOTE.algorithm.upper()} {got}, not the official file's {REMOTE.digest}, "
+            f"but its content is valid PneumoniaMNIST; using it."
+        )
+    return path
 
 
-def load_pneumoniamnist(
-    root: Optional[PathLike] = None, allow_download: bool = True, show_progress: bool = True
-) -> dict:
+def load(root: Optional[PathLike] = None, allow_download: bool = True, show_progress: bool = True) -> dict:
     """Return PneumoniaMNIST as ``{"train": (images, labels), "val": ..., "test": ...}``.
 
     ``images`` is a uint8 array of shape (N, 28, 28) and ``labels`` an int64 array of
     shape (N,) (the file's (N, 1) flattened), 0 = normal, 1 = pneumonia. The file is found
-    or downloaded by :func:`fetch_pneumoniamnist`, which takes the same arguments.
+    or downloaded by :func:`fetch`, which takes the same arguments.
     """
-    return _read_pneumoniamnist(fetch_pneumoniamnist(root, allow_download, show_progress))
+    return _read(fetch(root, allow_download, show_progress))
 
 
 class ArrayImageDataset(torch.utils.data.Dataset):
@@ -199,7 +192,7 @@ class ArrayImageDataset(torch.utils.data.Dataset):
             tensor of shape (1, H, W) with values in [0, 1].
 
     Items are ``(image, label)`` with ``label`` an ``int``. ``targets`` holds all labels
-    (int64 array of shape (N,)), as samplers and :func:`dlmed.data.subset_per_class` need.
+    (int64 array of shape (N,)), as samplers and :func:`dlmed.datasets.subset_per_class` need.
     """
 
     def __init__(self, images, labels, transform=None):
@@ -259,13 +252,13 @@ def _draw_chests(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_synthetic_pneumoniamnist(
+def make_synthetic(
     path: PathLike, samples_per_split: Tuple[int, int, int] = (64, 16, 32), seed: int = 0
 ) -> Path:
     """Write a small synthetic stand-in for PneumoniaMNIST and return its path.
 
     ``path`` is the ``.npz`` file to write, or a folder to write
-    :data:`SYNTHETIC_PNEUMONIAMNIST_FILE` into. The file name must contain "synthetic", so
+    :data:`SYNTHETIC_FILE` into. The file name must contain "synthetic", so
     the stand-in can never be taken for the real ``pneumoniamnist.npz``.
 
     The file has the real file's keys, dtypes and shapes: ``<split>_images`` uint8
@@ -280,11 +273,11 @@ def make_synthetic_pneumoniamnist(
     """
     path = Path(path)
     if path.suffix != ".npz":
-        path = path / SYNTHETIC_PNEUMONIAMNIST_FILE
+        path = path / SYNTHETIC_FILE
     if "synthetic" not in path.name:
         raise ValueError(
             f"The stand-in's file name must contain 'synthetic' so that it is never mistaken "
-            f"for real data, got {path.name!r}; use e.g. {SYNTHETIC_PNEUMONIAMNIST_FILE!r}"
+            f"for real data, got {path.name!r}; use e.g. {SYNTHETIC_FILE!r}"
         )
     counts = tuple(samples_per_split)
     if len(counts) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or c < 2 for c in counts):
@@ -294,7 +287,7 @@ def make_synthetic_pneumoniamnist(
         )
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, count in zip(PNEUMONIA_SPLITS, counts):
+    for split, count in zip(SPLITS, counts):
         normal = max(1, round(count / 4))  # about 1:3, as in the real data
         labels = rng.permutation(np.repeat([0, 1], [normal, count - normal]))
         arrays[f"{split}_images"] = _draw_chests(labels, rng)
@@ -329,42 +322,45 @@ def _subsample(images: np.ndarray, labels: np.ndarray, size: int, seed: int = 0)
     return images[keep], labels[keep]
 
 
-def pneumonia_data(config, root: Optional[PathLike] = None) -> dict:
+def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = False) -> dict:
     """Return the PneumoniaMNIST splits a notebook should use, given its :class:`~dlmed.config.RunConfig`.
 
     The result is ``{"train": (images, labels), "val": ..., "test": ...}`` with uint8
-    images of shape (N, 28, 28) and int64 labels of shape (N,), as from
-    :func:`load_pneumoniamnist`.
+    images of shape (N, 28, 28) and int64 labels of shape (N,), as from :func:`load`.
 
+    - ``synthetic=True`` (the notebook's ``USE_SYNTHETIC_DATA``): the synthetic stand-in
+      :data:`SYNTHETIC_FILE` made in ``root``, for offline practice (in lab mode with
+      :data:`SYNTHETIC_LAB_SAMPLES_PER_SPLIT` images).
     - Grading mode: the real file if it is in ``root`` (a read-only folder such as an
-      offline mirror is fine: nothing is written there), else the synthetic stand-in
-      :data:`SYNTHETIC_PNEUMONIAMNIST_FILE` made in ``root``. Never downloads. Each split
-      is cut to at most :data:`PNEUMONIA_GRADING_SAMPLES_PER_SPLIT` images, both classes
-      kept in their ratio. Prints one line saying which data is used.
+      offline mirror is fine: nothing is written there), else the stand-in. Never
+      downloads. Each split is cut to at most :data:`GRADING_SAMPLES_PER_SPLIT` images,
+      both classes kept in their ratio. Prints one line saying which data is used.
     - Lab mode: the whole real data set, downloaded if needed and ``config.allow_download``.
-      Lab mode never swaps in synthetic data: if PneumoniaMNIST cannot be had,
-      :class:`~dlmed.data.DataUnavailableError` explains what to do.
+      Lab mode never swaps in synthetic data by itself: if PneumoniaMNIST cannot be had,
+      :class:`~dlmed.datasets.DataUnavailableError` explains what to do.
 
-    ``root`` defaults to :func:`dlmed.data.data_dir`.
+    ``root`` defaults to :func:`~dlmed.datasets.data_dir`.
     """
     root = Path(root if root is not None else data_dir())
     if not config.grading:
-        return load_pneumoniamnist(root, allow_download=config.allow_download, show_progress=config.show_progress)
+        if synthetic:
+            return _read(make_synthetic(root, SYNTHETIC_LAB_SAMPLES_PER_SPLIT))
+        return load(root, allow_download=config.allow_download, show_progress=config.show_progress)
 
     splits = None
-    reason = f"{PNEUMONIAMNIST_FILE} is not in {root}"
-    if (root / PNEUMONIAMNIST_FILE).is_file():
+    reason = "as asked" if synthetic else f"{REMOTE.filename} is not in {root}"
+    if not synthetic and find(root) is not None:
         try:
-            splits = load_pneumoniamnist(root, allow_download=False, show_progress=False)
-            print(f"dlmed: using the real PneumoniaMNIST in {root / PNEUMONIAMNIST_FILE} (subsampled for grading)")
+            splits = load(root, allow_download=False, show_progress=False)
+            print(f"dlmed: using the real PneumoniaMNIST in {root / REMOTE.filename} (subsampled for grading)")
         except ValueError as error:
             # Grading must not fail because of a damaged data file; say why and go on.
             reason = str(error)
     if splits is None:
-        path = make_synthetic_pneumoniamnist(root)
-        splits = _read_pneumoniamnist(path)
+        path = make_synthetic(root)
+        splits = _read(path)
         print(f"dlmed: using the SYNTHETIC stand-in (not medical data) in {path} ({reason})")
     return {
-        split: _subsample(images, labels, PNEUMONIA_GRADING_SAMPLES_PER_SPLIT)
+        split: _subsample(images, labels, GRADING_SAMPLES_PER_SPLIT)
         for split, (images, labels) in splits.items()
     }

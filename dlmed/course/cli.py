@@ -43,9 +43,11 @@ def _grade_parser(subparsers, common):
                        help=f"processes and threads per submission (default {defaults.max_processes})")
     grade.add_argument("--max-file-size", type=float, default=defaults.max_file_bytes / 2**20, metavar="MIB",
                        help=f"largest file a submission may write, in MiB (default {defaults.max_file_bytes / 2**20:g})")
-    grade.add_argument("--isolation", choices=["auto", "namespaces", "basic"], default="auto",
-                       help="'namespaces' (Linux as root: no network, no course files) or 'basic' (limits only); "
-                            "default: the strongest this machine allows")
+    grade.add_argument("--isolation", choices=["auto", "namespaces", "bubblewrap", "seatbelt", "basic"], default="auto",
+                       help="'namespaces' (Linux as root) or 'bubblewrap' (Linux without root, with bwrap): "
+                            "no network, no course files; 'seatbelt' (macOS, sandbox-exec: most of that); "
+                            "'basic': limits only; "
+                            "default: the strongest this machine allows (the run says which and why)")
     grade.add_argument("--data-dir", type=Path, default=None,
                        help="data folder the kernels read (default: $DLMED_DATA or ~/dlmed-data)")
     grade.add_argument("--hide", action="append", default=[], type=Path, metavar="DIR",

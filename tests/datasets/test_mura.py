@@ -1,7 +1,8 @@
-"""Tests for dlmed.mura: the synthetic MURA-v1.1 tree, the image and study tables, the dataset.
+"""Tests for dlmed.datasets.mura: the synthetic MURA-v1.1 tree, the image and study tables, the dataset.
 
 MURA is never downloaded (it needs registration), so no test needs the network; the real
-data is not on test machines, and every test works on the synthetic stand-in.
+data is not on test machines, and every test works on the synthetic stand-in. What every
+data module shares (offline error, mirror, grading mode) is tested in test_shared.py.
 """
 
 import csv
@@ -12,18 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import assert_import_has_no_side_effects, assert_public_api_documented
-from dlmed import mura
-from dlmed.data import DataUnavailableError, is_synthetic
-from dlmed.mura import (
-    MURA_BODY_PARTS,
-    MURA_FOLDER,
-    MuraImageDataset,
-    find_mura,
-    make_synthetic_mura,
-    mura_image_table,
-    mura_study_table,
-)
+from dlmed.config import RunConfig
+from dlmed.datasets import DataUnavailableError, is_synthetic, mura
+from dlmed.datasets.mura import BODY_PARTS, FOLDER, ImageDataset, find, for_notebook, image_table, make_synthetic, study_table
 
 IMAGE_PATH = re.compile(
     r"MURA-v1\.1/(train|valid)/XR_([A-Z]+)/patient(\d{5})/study(\d+)_(positive|negative)/image(\d+)\.png"
@@ -35,7 +27,7 @@ STUDY_PATH = re.compile(r"MURA-v1\.1/(train|valid)/XR_([A-Z]+)/patient(\d{5})/st
 def synthetic_root(tmp_path_factory):
     """A folder holding the default synthetic MURA-v1.1 tree (made once; tests only read it)."""
     root = tmp_path_factory.mktemp("mura")
-    make_synthetic_mura(root)
+    make_synthetic(root)
     return root
 
 
@@ -44,26 +36,13 @@ def _read_rows(path):
         return list(csv.reader(file))
 
 
-# --- module hygiene ----------------------------------------------------------------------
-
-
-def test_import_has_no_side_effects(tmp_path, monkeypatch):
-    """Running dlmed/mura.py's top-level code creates no folder."""
-    assert_import_has_no_side_effects(mura, "mura_image_table", tmp_path, monkeypatch)
-
-
-def test_public_functions_have_docstrings():
-    """Every public function and class of dlmed.mura is documented."""
-    assert_public_api_documented(mura, minimum=5)
-
-
 # --- the synthetic tree ------------------------------------------------------------------
 
 
 def test_synthetic_tree_has_muras_layout(synthetic_root):
     """The four CSVs have MURA's exact format (no header) and every listed image exists as a PNG."""
-    folder = synthetic_root / MURA_FOLDER
-    assert find_mura(synthetic_root) == folder
+    folder = synthetic_root / FOLDER
+    assert find(synthetic_root) == folder
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["train", "valid"]
     for split in ("train", "valid"):
         images = _read_rows(folder / f"{split}_image_paths.csv")
@@ -77,7 +56,7 @@ def test_synthetic_tree_has_muras_layout(synthetic_root):
         study_of = {row[0].rsplit("/", 1)[0] + "/" for row in images}
         assert study_of == {row[0] for row in studies}
         body_parts = {IMAGE_PATH.fullmatch(row[0])[2] for row in images}
-        assert body_parts == set(MURA_BODY_PARTS)
+        assert body_parts == set(BODY_PARTS)
         for row in images[:5]:
             with Image.open(synthetic_root / row[0]) as image:
                 assert image.format == "PNG" and image.size == (64, 64)
@@ -92,11 +71,11 @@ def test_synthetic_tree_has_muras_layout(synthetic_root):
 
 def test_synthetic_counts_follow_settings(synthetic_root):
     """3 patients per body part and split, 1 or 2 studies each (both occur), 1 to 3 images per study."""
-    studies = pd.concat([mura_study_table(synthetic_root, split) for split in ("train", "valid")])
+    studies = pd.concat([study_table(synthetic_root, split) for split in ("train", "valid")])
     per_patient = studies.groupby("patient").size()
-    assert len(per_patient) == 2 * 3 * len(MURA_BODY_PARTS)
+    assert len(per_patient) == 2 * 3 * len(BODY_PARTS)
     assert set(per_patient) == {1, 2}
-    images = mura_image_table(synthetic_root, "train")
+    images = image_table(synthetic_root, "train")
     per_study = images.groupby("study").size()
     assert per_study.between(1, 3).all()
     assert per_study.nunique() > 1
@@ -108,7 +87,7 @@ def test_synthetic_is_deterministic(tmp_path):
     """The same settings give byte-identical trees; another seed gives other images."""
 
     def contents(root, seed):
-        folder = make_synthetic_mura(root, patients_per_part=1, seed=seed)
+        folder = make_synthetic(root, patients_per_part=1, seed=seed)
         return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
     first = contents(tmp_path / "a", seed=0)
@@ -120,24 +99,24 @@ def test_synthetic_is_deterministic(tmp_path):
 
 def test_synthetic_is_reused_and_rebuilt(tmp_path):
     """Same settings reuse the tree; other settings replace it; no staging folders are left."""
-    folder = make_synthetic_mura(tmp_path, patients_per_part=1)
+    folder = make_synthetic(tmp_path, patients_per_part=1)
     marker_mtime = (folder / "dlmed-synthetic.json").stat().st_mtime_ns
-    assert make_synthetic_mura(tmp_path, patients_per_part=1) == folder
+    assert make_synthetic(tmp_path, patients_per_part=1) == folder
     assert (folder / "dlmed-synthetic.json").stat().st_mtime_ns == marker_mtime
-    make_synthetic_mura(tmp_path, patients_per_part=2)
-    assert mura_study_table(tmp_path)["patient"].nunique() == 2 * len(MURA_BODY_PARTS)
-    assert [p.name for p in tmp_path.iterdir()] == [MURA_FOLDER]
+    make_synthetic(tmp_path, patients_per_part=2)
+    assert study_table(tmp_path)["patient"].nunique() == 2 * len(BODY_PARTS)
+    assert [p.name for p in tmp_path.iterdir()] == [FOLDER]
 
 
 def test_synthetic_never_replaces_real_data(tmp_path):
     """A MURA-v1.1 folder without the synthetic marker (real data) is left alone."""
-    real = tmp_path / MURA_FOLDER
+    real = tmp_path / FOLDER
     real.mkdir()
     (real / "train_image_paths.csv").write_text("keep me\n")
     with pytest.raises(ValueError, match="refusing"):
-        make_synthetic_mura(tmp_path)
+        make_synthetic(tmp_path)
     assert (real / "train_image_paths.csv").read_text() == "keep me\n"
-    assert [p.name for p in tmp_path.iterdir()] == [MURA_FOLDER]
+    assert [p.name for p in tmp_path.iterdir()] == [FOLDER]
 
 
 @pytest.mark.parametrize(
@@ -152,7 +131,7 @@ def test_synthetic_never_replaces_real_data(tmp_path):
 def test_synthetic_rejects_bad_settings(tmp_path, settings, name):
     """Nonsense settings fail with a message naming the setting, before anything is written."""
     with pytest.raises(ValueError, match=name):
-        make_synthetic_mura(tmp_path, **settings)
+        make_synthetic(tmp_path, **settings)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -161,9 +140,9 @@ def test_synthetic_rejects_bad_settings(tmp_path, settings, name):
 
 def test_image_table_columns_and_values(synthetic_root):
     """One row per CSV line, with absolute paths and the parts of each path, labels int64."""
-    table = mura_image_table(synthetic_root, "valid")
+    table = image_table(synthetic_root, "valid")
     assert list(table.columns) == ["path", "split", "body_part", "patient", "study", "label"]
-    rows = _read_rows(synthetic_root / MURA_FOLDER / "valid_image_paths.csv")
+    rows = _read_rows(synthetic_root / FOLDER / "valid_image_paths.csv")
     assert len(table) == len(rows)
     assert table["label"].dtype == "int64"
     for column in ["path", "split", "body_part", "patient", "study"]:
@@ -176,7 +155,7 @@ def test_image_table_columns_and_values(synthetic_root):
     assert first["patient"] == f"patient{match[3]}"
     assert first["study"] == f"patient{match[3]}/study{match[4]}"
     assert first["label"] == (match[5] == "positive")
-    assert set(table["body_part"]) == set(MURA_BODY_PARTS)
+    assert set(table["body_part"]) == set(BODY_PARTS)
     assert set(table["label"]) == {0, 1}
 
 
@@ -201,11 +180,11 @@ def test_parser_examples():
 def test_study_table_agrees_with_image_table(synthetic_root):
     """Study IDs, body parts, patients and labels match between the two tables of each split."""
     for split in ("train", "valid"):
-        studies = mura_study_table(synthetic_root, split)
+        studies = study_table(synthetic_root, split)
         assert list(studies.columns) == ["study", "body_part", "patient", "label"]
         assert studies["label"].dtype == "int64"
         assert studies["study"].is_unique
-        images = mura_image_table(synthetic_root, split)
+        images = image_table(synthetic_root, split)
         per_study = images.groupby("study")[["body_part", "patient", "label"]].first()
         merged = studies.merge(per_study.reset_index(), on="study", how="outer", suffixes=("", "_image"))
         assert len(merged) == len(studies)
@@ -218,44 +197,44 @@ def test_study_table_agrees_with_image_table(synthetic_root):
 
 def test_tables_say_when_data_is_synthetic(synthetic_root, capsys):
     """Reading the stand-in prints a line saying it is SYNTHETIC, so it never passes for MURA."""
-    mura_study_table(synthetic_root)
+    study_table(synthetic_root)
     assert "SYNTHETIC" in capsys.readouterr().out
 
 
 def test_absent_data_raises_with_registration_instructions(root):
     """Without MURA, both tables raise DataUnavailableError with the URL, the folder and DLMED_DATA."""
-    for read in (mura_image_table, mura_study_table):
+    for read in (image_table, study_table):
         with pytest.raises(DataUnavailableError) as caught:
             read()  # root from DLMED_DATA
         message = str(caught.value)
         assert "https://stanfordmlgroup.github.io/competitions/mura/" in message
-        assert str(root) in message and MURA_FOLDER in message and "DLMED_DATA" in message
-    assert find_mura(root) is None
+        assert str(root) in message and FOLDER in message and "DLMED_DATA" in message
+    assert find(root) is None
     assert not root.exists()
 
 
 def test_incomplete_folder_is_not_mura(tmp_path):
     """A MURA-v1.1 folder missing one of the four CSVs is not found."""
-    folder = make_synthetic_mura(tmp_path, patients_per_part=1)
+    folder = make_synthetic(tmp_path, patients_per_part=1)
     (folder / "valid_labeled_studies.csv").unlink()
-    assert find_mura(tmp_path) is None
+    assert find(tmp_path) is None
     with pytest.raises(DataUnavailableError):
-        mura_image_table(tmp_path)
+        image_table(tmp_path)
 
 
 def test_unknown_split_is_rejected(synthetic_root):
     """Only train and valid exist (the test set is hidden); others get a clear ValueError."""
     with pytest.raises(ValueError, match="valid"):
-        mura_image_table(synthetic_root, "test")
+        image_table(synthetic_root, "test")
 
 
-# --- MuraImageDataset --------------------------------------------------------------------
+# --- ImageDataset ------------------------------------------------------------------------
 
 
 def test_dataset_items_are_grayscale_tensors(synthetic_root):
     """Items are float (1, H, W) tensors in [0, 1] with int labels; targets matches the table."""
-    table = mura_image_table(synthetic_root, "valid")
-    dataset = MuraImageDataset(table)
+    table = image_table(synthetic_root, "valid")
+    dataset = ImageDataset(table)
     assert len(dataset) == len(table)
     image, label = dataset[0]
     assert image.dtype == torch.float32 and image.shape == (1, 64, 64)
@@ -270,21 +249,21 @@ def test_dataset_converts_rgb_and_applies_transform(synthetic_root, tmp_path):
     Image.new("RGB", (40, 30), color=(255, 0, 0)).save(path)
     table = pd.DataFrame({"path": [str(path)], "label": [1]})
     seen = []
-    dataset = MuraImageDataset(table, transform=lambda image: seen.append(image) or image.size)
+    dataset = ImageDataset(table, transform=lambda image: seen.append(image) or image.size)
     assert dataset[0] == ((40, 30), 1)
     assert seen[0].mode == "L"
-    assert MuraImageDataset(table)[0][0].shape == (1, 30, 40)
+    assert ImageDataset(table)[0][0].shape == (1, 30, 40)
 
 
 def test_dataset_needs_path_and_label(synthetic_root):
     """A table without the needed columns fails with a message saying how to make one."""
-    with pytest.raises(ValueError, match="mura_image_table"):
-        MuraImageDataset(pd.DataFrame({"file": ["x.png"]}))
+    with pytest.raises(ValueError, match="image_table"):
+        ImageDataset(pd.DataFrame({"file": ["x.png"]}))
 
 
 def test_image_level_random_split_leaks_patients(synthetic_root):
     """Why Lab 2 splits by patient: a random split by image puts patients on both sides."""
-    table = mura_image_table(synthetic_root, "train")
+    table = image_table(synthetic_root, "train")
     assert table.groupby("patient").size().max() > 1, "the synthetic tree should have patients with several images"
     leaks = []
     for seed in range(5):
@@ -296,3 +275,21 @@ def test_image_level_random_split_leaks_patients(synthetic_root):
     validation = table[table["patient"].isin(by_patient)]
     training = table[~table["patient"].isin(by_patient)]
     assert not set(training["patient"]) & set(validation["patient"]), "a split by patient must not leak"
+
+
+# --- for_notebook ------------------------------------------------------------------------
+
+
+def test_for_notebook_uses_real_mura_or_a_stand_in(tmp_path, no_network, capsys):
+    """Without MURA (in lab and grading mode alike: it is never downloaded) the notebook gets a
+    synthetic tree in mura-synthetic/; with MURA there, the data folder itself; synthetic=True
+    (USE_SYNTHETIC_DATA) asks for the stand-in even then."""
+    lab = RunConfig(mode="lab", show_progress=False)
+    stand_in = for_notebook(lab, tmp_path)
+    assert stand_in == tmp_path / mura.SYNTHETIC_ROOT and is_synthetic(stand_in / FOLDER)
+    assert "SYNTHETIC" in capsys.readouterr().out
+    real = make_synthetic(tmp_path / "real", patients_per_part=1)
+    (real / "dlmed-synthetic.json").unlink()  # now it passes for the real MURA
+    assert for_notebook(lab, real.parent) == real.parent
+    assert for_notebook(lab, real.parent, synthetic=True) == real.parent / mura.SYNTHETIC_ROOT
+    assert no_network == []

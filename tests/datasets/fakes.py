@@ -1,0 +1,85 @@
+"""Small files shaped like each data set, for the data-set tests (never real data)."""
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from dlmed import datasets
+from dlmed.datasets import mednist, mura, pneumoniamnist
+
+
+def jpeg_bytes(value: int) -> bytes:
+    """A 64x64 grayscale JPEG of one brightness."""
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), color=value).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def write_tar(path: Path, members) -> Path:
+    """Write a .tar.gz holding ``members``: (name, bytes) pairs for files, (name, None) for folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                info.mode = 0o644
+                tar.addfile(info, io.BytesIO(content))
+    return path
+
+
+def fake_mednist_members(per_class: int = 2) -> list:
+    """The members of a small archive with MedNIST's layout."""
+    members = [(".", None), (mednist.FOLDER, None)]  # "tar -C dir ." archives start with "."
+    for index, name in enumerate(mednist.CLASSES):
+        members.append((f"{mednist.FOLDER}/{name}", None))
+        for number in range(per_class):
+            members.append((f"{mednist.FOLDER}/{name}/{number:06d}.jpeg", jpeg_bytes(40 * index)))
+    return members
+
+
+def write_fake_mednist_archive(path: Path, per_class: int = 2) -> Path:
+    """A small .tar.gz with MedNIST's layout."""
+    return write_tar(path, fake_mednist_members(per_class))
+
+
+def extract_fake_mednist(root: Path, per_class: int = 2) -> Path:
+    """An extracted MedNIST-shaped folder in ``root``; returns ``root/MedNIST``."""
+    archive = write_fake_mednist_archive(root.parent / "real.tar.gz", per_class)
+    root.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+    return root / mednist.FOLDER
+
+
+def valid_pneumonia_arrays(sizes=(60, 12, 20), seed: int = 0) -> dict:
+    """Arrays with PneumoniaMNIST's keys, dtypes and shapes (random pixels, labels 0/1)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, size in zip(pneumoniamnist.SPLITS, sizes):
+        arrays[f"{split}_images"] = rng.integers(0, 256, size=(size, 28, 28), dtype=np.uint8)
+        labels = np.arange(size) % 4 != 0  # 1 normal in 4, like the real set
+        arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
+    return arrays
+
+
+def write_pneumonia_npz(path: Path, arrays: Optional[dict] = None) -> Path:
+    """An .npz with ``arrays`` (default: :func:`valid_pneumonia_arrays`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **(arrays if arrays is not None else valid_pneumonia_arrays()))
+    return path
+
+
+def place_real_looking_mura(root: Path) -> Path:
+    """A MURA tree that passes for the real one: the stand-in's layout without its "synthetic" marker."""
+    folder = mura.make_synthetic(root, patients_per_part=1)
+    (folder / datasets.STAND_IN_MARKER).unlink()
+    return folder
