@@ -1,6 +1,6 @@
 """nbgrader configuration for the workshop. Run nbgrader from this folder (the course root)."""
 
-from dlmed.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN, HideHiddenTests, StripSolutionMarkers
+from dlmed.course.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN, HideHiddenTests, StripSolutionMarkers
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
 from nbgrader.preprocessors import (
     ClearMarkScheme,
@@ -44,7 +44,7 @@ c.GenerateSolution.preprocessors = [
 ]
 
 # Everything a student controls (outputs, written answers, metadata) reaches an instructor's
-# browser only as inert content (dlmed/sanitize.py). First layer: the autograded notebooks
+# browser only as inert content (dlmed/grader/sanitize.py). First layer: the autograded notebooks
 # themselves are cleaned, after execution and before scores are saved, so the Formgrader,
 # feedback and any later viewer read clean files; `dlmed grade` runs the same steps.
 c.Autograde.autograde_preprocessors = [
@@ -52,7 +52,7 @@ c.Autograde.autograde_preprocessors = [
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",
-    "dlmed.grading.SanitizeStudentContent",
+    "dlmed.course.grading.SanitizeStudentContent",
     "nbgrader.preprocessors.SaveAutoGrades",
     "nbgrader.preprocessors.AssignLatePenalties",
     "nbgrader.preprocessors.CheckCellMetadata",
@@ -60,14 +60,14 @@ c.Autograde.autograde_preprocessors = [
 # Second layer: the HTML exporters that render notebooks clean them again (the Formgrader's
 # exporter runs HTMLExporter.preprocessors; feedback runs GenerateFeedback.preprocessors) and
 # let nbconvert sanitise HTML outputs too.
-c.HTMLExporter.preprocessors = ["dlmed.grading.SanitizeStudentContent"]
+c.HTMLExporter.preprocessors = ["dlmed.course.grading.SanitizeStudentContent"]
 c.HTMLExporter.sanitize_html = True
 
 # Feedback HTML: no hidden test code, not even in tracebacks; student content made inert.
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, "dlmed.grading.SanitizeStudentContent",
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, "dlmed.course.grading.SanitizeStudentContent",
                                     CSSHTMLHeaderPreprocessor]
 
 # `nbgrader zip_collect` (and `dlmed grade LAB --zip EXPORT.zip`): find student ids in the file
-# names of Canvas and Moodle zip exports (see dlmed.grading.lms_submission); set
+# names of Canvas and Moodle zip exports (see dlmed.course.grading.lms_submission); set
 # c.FileNameCollectorPlugin.named_regexp to use your own regular expression instead.
-c.ZipCollectApp.collector_plugin = "dlmed.grading.LmsCollector"
+c.ZipCollectApp.collector_plugin = "dlmed.course.grading.LmsCollector"

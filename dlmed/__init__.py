@@ -8,11 +8,10 @@
   cached ImageNet weights).
 - ``dlmed/datasets/``: one module per data set, each with the same surface (``find``,
   ``fetch``, ``make_synthetic``, ``for_notebook``), and the one download mechanism.
-- ``dlmed/course/``: the course author's tooling: building the course, the students'
-  pytest self-check, the ``dlmed`` command.
-- The class grader (``dlmed grade``): :mod:`dlmed.classgrade`, :mod:`dlmed.sandbox`,
-  :mod:`dlmed.executor`, :mod:`dlmed.guard`, :mod:`dlmed.report`, :mod:`dlmed.sanitize`,
-  and :mod:`dlmed.grading` (what nbgrader, the self-check and the grader share).
+- ``dlmed/course/``: the course author's tooling: building the course, the nbgrader glue,
+  the students' pytest self-check, the ``dlmed`` command.
+- ``dlmed/grader/``: the class grader (``dlmed grade``): finding, repairing, sandboxing,
+  recording and reporting submissions.
 
 Importing ``dlmed`` does nothing but make the submodules reachable; it does not import
 torch, seed anything, create folders or download data.

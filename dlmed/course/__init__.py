@@ -2,6 +2,9 @@
 
 - :mod:`dlmed.course.build`: regenerate ``release/`` and ``solutions/`` with nbgrader,
   autograde in a scratch course, read and print score tables (``dlmed build``/``check``/``all``).
+- :mod:`dlmed.course.grading`: the nbgrader glue: what nbgrader, the self-check and the class
+  grader share (test cells, nbgrader's failure rule, time limits), nbgrader preprocessors
+  and the LMS zip collector, named in ``nbgrader_config.py``.
 - :mod:`dlmed.course.selfcheck`: the pytest plugin behind ``pytest release/lab1``.
 - :mod:`dlmed.course.cli`: the ``dlmed`` command (``build``, ``check``, ``all``, ``grade``).
 

@@ -15,7 +15,7 @@ from dlmed import course
 
 
 def _grade_parser(subparsers, common):
-    from dlmed.sandbox import Limits
+    from dlmed.grader.sandbox import Limits
 
     defaults = Limits()
     grade = subparsers.add_parser(
@@ -58,8 +58,8 @@ def _grade_parser(subparsers, common):
 def _grade(root: Path, args) -> int:
     import os
 
-    from dlmed.classgrade import GradeSettings, grade_class
-    from dlmed.sandbox import Limits
+    from dlmed.grader.classgrade import GradeSettings, grade_class
+    from dlmed.grader.sandbox import Limits
 
     limits = Limits(cell_timeout=args.cell_timeout, notebook_timeout=args.notebook_timeout,
                     memory_bytes=int(args.memory * 2**30), max_processes=args.max_processes,

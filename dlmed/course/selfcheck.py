@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dlmed.grading import CELL_TIMEOUT_SECONDS, cell_failure, graded_test_cells
+from dlmed.course.grading import CELL_TIMEOUT_SECONDS, cell_failure, graded_test_cells
 
 
 def pytest_collect_file(parent, file_path):

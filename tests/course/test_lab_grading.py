@@ -2,7 +2,7 @@
 
 import pytest
 
-from dlmed.grading import graded_test_cells
+from dlmed.course.grading import graded_test_cells
 from tests.conftest import LABS, lab_fixtures
 
 pytestmark = pytest.mark.slow

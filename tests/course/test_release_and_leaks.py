@@ -102,7 +102,7 @@ def test_no_hidden_tests_reach_students(graded_labs):
     decoding. The feedback here comes from stock ``nbgrader autograde``, which runs hidden
     tests in the kernel and shows a failing hidden assert's message (part of the hidden
     line): whole lines are checked. ``dlmed grade``'s feedback, which promises more, is
-    checked run by run in tests/test_class_grading.py.
+    checked run by run in tests/grader/test_class_grading.py.
     """
     hidden_lines = _source_regions(HIDDEN)
     assert len(hidden_lines) > 20, "expected hidden tests in the source notebooks"

@@ -11,9 +11,9 @@ processes, digging hidden tests out of the kernel's history, a hidden-test marke
 answer, threads that read what the kernel runs or overwrite a test's
 variables while it runs) and attacks on the instructor's browser (script, ``<img onerror>``, SVG and
 JavaScript outputs, markup in a written answer and in a file name).
-``tests/test_class_grading.py`` grades them together with honest submissions and checks each
+``tests/grader/test_class_grading.py`` grades them together with honest submissions and checks each
 outcome: zero, or exactly the points its honest cells earn, and never an effect on another
-student; ``tests/test_unprivileged_grading.py`` grades the attacks again as an ordinary user
+student; ``tests/grader/test_unprivileged_grading.py`` grades the attacks again as an ordinary user
 (the ``bubblewrap`` isolation).
 
 The limits these expectations assume are :data:`LIMITS` (``dlmed grade`` options).
@@ -290,7 +290,7 @@ time.sleep(30)
 # Markup that runs in the instructor's browser when a page shows it unsanitised (issue: the
 # Formgrader renders outputs and written answers in the Jupyter server's origin). Each payload
 # marks the page (its title) and tries to write a file through the server's API as the
-# instructor; tests/test_browser_views.py opens the pages in a real browser and checks that
+# instructor; tests/grader/test_browser_views.py opens the pages in a real browser and checks that
 # neither happened.
 XSS_SCRIPT = ("document.title='PWNED {case}';"
               "fetch('/api/contents/xss-proof-{case}.txt',{{method:'PUT',headers:{{'Content-Type':'application/json',"

@@ -1,4 +1,4 @@
-"""dlmed.sanitize: what a student submitted reaches an instructor's browser only as inert content."""
+"""dlmed.grader.sanitize: what a student submitted reaches an instructor's browser only as inert content."""
 
 import base64
 import re
@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 
-from dlmed.sanitize import BLOCKED_OUTPUT_NOTE, clean_html, clean_markdown, sanitize_notebook
+from dlmed.grader.sanitize import BLOCKED_OUTPUT_NOTE, clean_html, clean_markdown, sanitize_notebook
 
 ACTIVE = re.compile(r"<\s*(script|iframe|object|embed|svg|style|form|meta|link|base)\b|\bon[a-z]+\s*=|javascript:",
                     re.IGNORECASE)
@@ -168,7 +168,7 @@ def test_course_configuration_sanitises_everywhere():
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(PROJECT_ROOT)).load_config()
     assert isinstance(config, Config)
-    name = "dlmed.grading.SanitizeStudentContent"
+    name = "dlmed.course.grading.SanitizeStudentContent"
     autograde = [str(p) for p in config.Autograde.autograde_preprocessors]
     assert name in autograde and autograde.index(name) > autograde.index("nbgrader.preprocessors.Execute"), (
         f"Autograde.autograde_preprocessors: the sanitiser must run after Execute, got {autograde}")
@@ -183,6 +183,6 @@ def test_preprocessor_runs_where_nbgrader_lists_it():
     from nbconvert.exporters import NotebookExporter
 
     exporter = NotebookExporter()
-    exporter.register_preprocessor("dlmed.grading.SanitizeStudentContent")  # as nbgrader's converters do
+    exporter.register_preprocessor("dlmed.course.grading.SanitizeStudentContent")  # as nbgrader's converters do
     converted, _ = exporter.from_notebook_node(_notebook_with_everything())
     assert "onerror" not in converted and "alert(" not in converted, "the listed sanitiser did not run"

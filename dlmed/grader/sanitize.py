@@ -22,7 +22,7 @@ instructor's session (and could call the server's API: write files, start a term
 
 Text outputs, tracebacks and code are escaped by nbconvert itself. A dropped output leaves a
 visible note where it was, and :func:`sanitize_notebook` returns a note per cell that had
-something removed, so the instructor sees that a student tried. Nothing happens on import; :mod:`dlmed.grading` wraps :func:`sanitize_notebook` as the nbgrader
+something removed, so the instructor sees that a student tried. Nothing happens on import; :mod:`dlmed.course.grading` wraps :func:`sanitize_notebook` as the nbgrader
 preprocessor ``SanitizeStudentContent``.
 """
 

@@ -6,7 +6,7 @@
 - :class:`HideHiddenTests`: an nbgrader preprocessor for solutions and feedback.
 - :class:`StripSolutionMarkers`: an nbgrader preprocessor that tidies the solutions.
 - :class:`SanitizeStudentContent`: an nbgrader preprocessor that makes a submission's outputs
-  and written answers inert before any browser shows them (:mod:`dlmed.sanitize`).
+  and written answers inert before any browser shows them (:mod:`dlmed.grader.sanitize`).
 
 Importing this module does not import nbgrader; the preprocessors are built on first use
 (nbgrader_config.py asks for them by name).
@@ -82,7 +82,7 @@ def _hide_hidden_tests_class():
         also in a visible cell) is replaced by a note.
 
         A failure of the hidden tests (``HiddenTestFailed``, recorded by the class grader,
-        :mod:`dlmed.executor`) becomes a fixed text: its message was produced by student
+        :mod:`dlmed.grader.executor`) becomes a fixed text: its message was produced by student
         code while the hidden tests ran and could carry what they contain. Only the
         exception's class is kept, and only when it is a builtin one (``AssertionError``).
         """
@@ -119,7 +119,7 @@ def _hide_hidden_tests_class():
 
 _SCRUBBED = "[a line of hidden test code was removed by the grader]"
 
-#: ``ename`` of a test cell's error output when its hidden part failed (set by dlmed.executor).
+#: ``ename`` of a test cell's error output when its hidden part failed (set by dlmed.grader.executor).
 HIDDEN_FAILED = "HiddenTestFailed"
 _BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items()
                        if isinstance(value, type) and issubclass(value, BaseException)}
@@ -207,14 +207,14 @@ def _sanitize_student_content_class():
     from nbconvert.preprocessors import Preprocessor
     from traitlets import Bool
 
-    from dlmed.sanitize import sanitize_notebook
+    from dlmed.grader.sanitize import sanitize_notebook
 
     class SanitizeStudentContent(Preprocessor):
         """Make everything a student controls inert HTML: outputs, written answers, metadata.
 
         Configured in ``nbgrader_config.py`` for ``autograde`` (so autograded/ holds clean
         notebooks for the Formgrader and every later viewer), for ``generate_feedback`` and
-        for the Formgrader's own HTML exporter (a second layer). See :mod:`dlmed.sanitize`.
+        for the Formgrader's own HTML exporter (a second layer). See :mod:`dlmed.grader.sanitize`.
         """
 
         # nbgrader registers the preprocessors it is given without enabling them, and
@@ -289,9 +289,9 @@ _LAZY_PREPROCESSORS = {
 
 
 def __getattr__(name):
-    # Built lazily so that importing dlmed.grading does not import nbgrader.
+    # Built lazily so that importing dlmed.course.grading does not import nbgrader.
     if name in _LAZY_PREPROCESSORS:
         cls = _LAZY_PREPROCESSORS[name]()
         globals()[name] = cls
         return cls
-    raise AttributeError(f"module 'dlmed.grading' has no attribute {name!r}")
+    raise AttributeError(f"module 'dlmed.course.grading' has no attribute {name!r}")

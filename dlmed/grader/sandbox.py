@@ -1,9 +1,9 @@
 """Run one student's notebook in a sandbox: its own processes, limits, no network, no course files.
 
-The class grader (:mod:`dlmed.classgrade`) calls :func:`run_notebook` once per submission.
-That starts a *supervisor* (``python -m dlmed.sandbox``) which prepares the sandbox, starts
-the student's kernel through a small *launcher* (``python -m dlmed.sandbox --launch``) and
-executes the notebook with :class:`dlmed.executor.GuardedExecute`; the executed notebook
+The class grader (:mod:`dlmed.grader.classgrade`) calls :func:`run_notebook` once per submission.
+That starts a *supervisor* (``python -m dlmed.grader.sandbox``) which prepares the sandbox, starts
+the student's kernel through a small *launcher* (``python -m dlmed.grader.sandbox --launch``) and
+executes the notebook with :class:`dlmed.grader.executor.GuardedExecute`; the executed notebook
 comes back on the supervisor's standard output, which the kernel cannot reach.
 
 Four levels of isolation (:func:`choose_isolation` picks the strongest available and says why):
@@ -209,11 +209,11 @@ def isolation_problem(isolation: str) -> Optional[str]:
     if isolation == "namespaces":
         if os.geteuid() != 0:
             return "'namespaces' needs the grader to run as root"
-        command = [sys.executable, "-m", "dlmed.sandbox", "--probe", "namespaces"]
+        command = [sys.executable, "-m", "dlmed.grader.sandbox", "--probe", "namespaces"]
     elif isolation == "bubblewrap":
         if find_bubblewrap() is None:
             return "the program bwrap (package bubblewrap) is not installed"
-        command = bubblewrap_command([], python_paths(), [], 2**20) + [sys.executable, "-m", "dlmed.sandbox",
+        command = bubblewrap_command([], python_paths(), [], 2**20) + [sys.executable, "-m", "dlmed.grader.sandbox",
                                                                         "--probe", "bubblewrap"]
     else:
         return f"unknown isolation {isolation!r}; choose one of {', '.join(ISOLATIONS)}"
@@ -221,7 +221,7 @@ def isolation_problem(isolation: str) -> Optional[str]:
 
 
 def _run_probe(command: List[str]) -> Optional[str]:
-    """Run a probe (``python -m dlmed.sandbox --probe ...`` in its sandbox): None if it passed, else its last words."""
+    """Run a probe (``python -m dlmed.grader.sandbox --probe ...`` in its sandbox): None if it passed, else its last words."""
     try:
         probe = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
                                env=_supervisor_env())
@@ -408,7 +408,7 @@ def _seatbelt_problem() -> Optional[str]:
         Path(hidden, "secret").write_text("secret")
         profile = seatbelt_profile([hidden], python_paths(), [base])
         with socket.create_server(("127.0.0.1", 0)) as server:
-            problem = _run_probe([sandbox_exec, "-p", profile, sys.executable, "-m", "dlmed.sandbox", "--probe",
+            problem = _run_probe([sandbox_exec, "-p", profile, sys.executable, "-m", "dlmed.grader.sandbox", "--probe",
                                   "seatbelt", base, hidden, str(server.getsockname()[1])])
     except OSError as error:
         problem = f"{type(error).__name__}: {error}"
@@ -464,7 +464,7 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
     itself come back in ``SandboxResult.error``.
     """
     started = time.monotonic()
-    command = [sys.executable, "-m", "dlmed.sandbox"]
+    command = [sys.executable, "-m", "dlmed.grader.sandbox"]
     host_folder = None  # made on the host for this sandbox, removed afterwards
     # With bubblewrap and seatbelt the supervisor cannot read the course folder (nor the
     # sanitized notebook there, which holds the hidden tests): it gets a copy of the
@@ -592,7 +592,7 @@ _MOUNT_OPTIONS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noex
 def _no_access_times():
     """Remount every mount of this namespace ``noatime`` (the host's mounts are not touched).
 
-    The sealed process that runs hidden tests (dlmed.seal) may read files; with access
+    The sealed process that runs hidden tests (dlmed.grader.seal) may read files; with access
     times it could mark which ones it read, for the kernel to see afterwards.
     """
     with open("/proc/self/mountinfo") as mounts:
@@ -650,7 +650,7 @@ def _mount_data_dir(job, handles, staging: Path):
 
 def _commit_data(staging: Path):
     """Copy what a trusted run wrote to the data folder's private layer into the real folder."""
-    from dlmed.data import usual_permissions  # imports torch: only for this one trusted run
+    from dlmed.datasets import usual_permissions
 
     upper, lower = staging / "data-upper", staging / "data-lower"
     if not upper.is_dir():
@@ -709,7 +709,7 @@ def supervise(job: dict) -> dict:
     """Run the job (see :func:`run_notebook`) and return the answer for the host."""
     from nbformat import from_dict
 
-    from dlmed.executor import GuardedExecute, SandboxKernelManager
+    from dlmed.grader.executor import GuardedExecute, SandboxKernelManager
 
     started = time.monotonic()
     if sys.platform.startswith("linux"):
@@ -734,7 +734,7 @@ def supervise(job: dict) -> dict:
     km = SandboxKernelManager(kernel_name="python3")
     if isolation == "seatbelt":  # the profile allows Unix sockets in the sandbox's folder, no TCP at all
         km.transport, km.ip = "ipc", os.path.join(folders["base"], "k")
-    km.launcher = [sys.executable, "-m", "dlmed.sandbox", "--launch",
+    km.launcher = [sys.executable, "-m", "dlmed.grader.sandbox", "--launch",
                    json.dumps({"isolation": isolation, "uid": job["uid"], "limits": limits, "parent": os.getpid()}), "--"]
     notebook = from_dict(job["notebook"])
     executor = GuardedExecute(notebook, timeout=limits["cell_timeout"], startup_timeout=120,
@@ -840,7 +840,7 @@ def _wait_and_mirror(child: int):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``python -m dlmed.sandbox`` (supervisor, ``--launch`` or ``--probe ISOLATION``)."""
+    """Entry point of ``python -m dlmed.grader.sandbox`` (supervisor, ``--launch`` or ``--probe ISOLATION``)."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--probe"]:
         return _probe(argv[1], argv[2:])

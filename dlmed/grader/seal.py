@@ -1,7 +1,7 @@
 """Seal a forked copy of a student's kernel so that nothing it does can reach anyone else.
 
 The class grader runs the hidden part of each test cell in a fork of the kernel
-(:func:`dlmed.guard.run_hidden`). The fork holds the hidden test code; student code runs in
+(:func:`dlmed.grader.guard.run_hidden`). The fork holds the hidden test code; student code runs in
 it (the functions under test). :func:`seal` makes sure that nothing this process does can
 leave a trace that the kernel, its other processes or a later run could read, except on one
 connected socket back to the grader (the *result channel*):

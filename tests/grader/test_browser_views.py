@@ -158,7 +158,7 @@ def _submission_ids(workspace: Path) -> dict:
 
 def test_autograded_notebooks_hold_nothing_active(graded_course):
     """First layer: `dlmed grade` and stock `nbgrader autograde` both write inert notebooks to autograded/."""
-    from dlmed.sanitize import ACTIVE_MARKUP
+    from dlmed.grader.sanitize import ACTIVE_MARKUP
 
     for student in [*XSS_CASES, STOCK_STUDENT]:
         if student == "xss_script_output":

@@ -1,7 +1,7 @@
 """The class grader's parts, one at a time: sandbox limits, the integrity guard, repairs, LMS names.
 
 Notebooks here are tiny (no torch), so each sandboxed run takes about a second; the whole
-grader on real submissions is tests/test_class_grading.py.
+grader on real submissions is tests/grader/test_class_grading.py.
 """
 
 import json
@@ -15,8 +15,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from dlmed import classgrade, executor, guard, report, sandbox, seal
-from dlmed.grading import lms_submission
+from dlmed import course
+from dlmed.grader import classgrade, executor, gradebook, guard, journal, repair, report, runner, sandbox, submissions, seal
+from dlmed.grader import lab as lab_module
+from dlmed.grader.lab import LabCell, LabInfo
+from dlmed.course.grading import lms_submission
 from tests.helpers import assert_public_api_documented
 
 ISOLATIONS = ["basic"] + (["namespaces"] if sandbox.detect_isolation() == "namespaces" else [])
@@ -59,7 +62,8 @@ def outputs(cell):
 # --- module hygiene ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (seal, 5), (classgrade, 8), (report, 3)])
+@pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (seal, 5), (report, 3), (classgrade, 3), (submissions, 4),
+                                             (lab_module, 3), (repair, 3), (runner, 1), (gradebook, 2), (journal, 2)])
 def test_public_api_documented(module, minimum):
     """Every public function and class of the class grader's modules has a docstring."""
     assert_public_api_documented(module, minimum)
@@ -67,7 +71,7 @@ def test_public_api_documented(module, minimum):
 
 def test_supervisor_imports_stay_light():
     """The per-student supervisor imports neither nbgrader (1.7 s) nor torch; importing runs nothing."""
-    code = ("import sys, dlmed.sandbox, dlmed.executor, dlmed.guard\n"
+    code = ("import sys, dlmed.grader.sandbox, dlmed.grader.executor, dlmed.grader.guard\n"
             "heavy = [m for m in ('nbgrader', 'torch', 'sklearn') if m in sys.modules]\n"
             "assert not heavy, heavy\n")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -153,7 +157,7 @@ def test_namespaces_hide_files_network_and_processes(tmp_path):
 def test_launcher_started_after_its_supervisor_died_does_not_start_the_kernel():
     """A launcher whose supervisor is already gone (its parent is not the one named) exits instead of exec'ing."""
     settings = {"isolation": "basic", "limits": vars(sandbox.Limits()), "parent": 1}
-    completed = subprocess.run([sys.executable, "-m", "dlmed.sandbox", "--launch", json.dumps(settings), "--",
+    completed = subprocess.run([sys.executable, "-m", "dlmed.grader.sandbox", "--launch", json.dumps(settings), "--",
                                 sys.executable, "-c", "print('kernel started')"], capture_output=True, text=True, timeout=60)
     assert completed.returncode == 1 and "kernel started" not in completed.stdout, (completed.returncode, completed.stdout)
 
@@ -286,9 +290,9 @@ def test_code_run_by_hidden_tests_cannot_leave_anything_behind(tmp_path, isolati
 
 @pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
 def test_the_fork_seals_itself_with_trusted_code(tmp_path, isolation):
-    """A visible part that disarms the seal (os.dup2, dlmed.seal) does not reach the fork, and the test is voided."""
-    disarm = ("import os\nimport dlmed.seal\n"
-              "def answer():\n    os.dup2 = lambda *args: None\n    dlmed.seal.install_filter = lambda pid: ''\n    return 1\n"
+    """A visible part that disarms the seal (os.dup2, dlmed.grader.seal) does not reach the fork, and the test is voided."""
+    disarm = ("import os\nimport dlmed.grader.seal\n"
+              "def answer():\n    os.dup2 = lambda *args: None\n    dlmed.grader.seal.install_filter = lambda pid: ''\n    return 1\n"
               "reader, writer = os.pipe()\n"
               "def leak():\n    os.write(writer, b'hidden')\n    open('escaped.txt', 'w').write('hidden')\n")
     test = "check(answer() == 1)\n### BEGIN HIDDEN TESTS\nleak()\n### END HIDDEN TESTS\n"
@@ -298,7 +302,7 @@ def test_the_fork_seals_itself_with_trusted_code(tmp_path, isolation):
     assert "PIPE empty" in text and "FILE False" in text, text
     assert executor.INTEGRITY_ERROR in outputs(test_cell), outputs(test_cell)
     changed = [d for e in result.events if e["kind"] == "changed-during-test" for d in e["details"]]
-    assert "os.dup2 was replaced" in changed and "dlmed.seal.install_filter was replaced" in changed, result.events
+    assert "os.dup2 was replaced" in changed and "dlmed.grader.seal.install_filter was replaced" in changed, result.events
 
 
 @needs_namespaces
@@ -315,7 +319,7 @@ def test_no_file_access_times_inside_the_sandbox(tmp_path):
 
 def test_feedback_hides_what_a_failing_hidden_test_said():
     """A hidden failure's message (made by student code) becomes a fixed text; a builtin class name may stay."""
-    from dlmed.grading import HideHiddenTests
+    from dlmed.course.grading import HideHiddenTests
 
     cell = _test_cell("check(True)\n### BEGIN HIDDEN TESTS\ncheck(secret())\n### END HIDDEN TESTS\n")
     cell.outputs = [executor.error_output("HiddenTestFailed", "AssertionError: c2VjcmV0IGhpZGRlbiB0ZXN0"),
@@ -341,12 +345,12 @@ def _lab():
     }
     lab_cells = {}
     for name, (cell_type, locked, grade, solution, points, source) in cells.items():
-        cell = classgrade.LabCell(name, cell_type, locked, None, source, grade, solution, False, points)
+        cell = LabCell(name, cell_type, locked, None, source, grade, solution, False, points)
         probe = nbformat.NotebookNode(cell_type=cell_type, source=source,
                                       metadata=nbformat.NotebookNode(nbgrader=nbformat.NotebookNode(cell.metadata())))
         cell.checksum = compute_checksum(probe)
         lab_cells[name] = cell
-    return classgrade.LabInfo("lab9", "lab9.ipynb", lab_cells, list(cells), {"name": "python3"}, "fingerprint")
+    return LabInfo("lab9", "lab9.ipynb", lab_cells, list(cells), {"name": "python3"}, "fingerprint")
 
 
 def _submission(lab, edit=None):
@@ -369,14 +373,14 @@ def _ids(notebook):
 
 def test_repair_leaves_an_intact_submission_alone():
     lab = _lab()
-    notebook, notes = classgrade.repair_notebook(_submission(lab), lab)
+    notebook, notes = repair.repair_notebook(_submission(lab), lab)
     assert notes == [] and _ids(notebook) == lab.order
 
 
 @pytest.mark.parametrize("text, reason", [("{\"cells\": [", "not valid JSON"), ("[1, 2]", "not a Jupyter notebook")])
 def test_repair_refuses_what_is_no_notebook(text, reason):
-    with pytest.raises(classgrade.UngradableSubmission, match=reason):
-        classgrade.repair_notebook(text, _lab())
+    with pytest.raises(repair.UngradableSubmission, match=reason):
+        repair.repair_notebook(text, _lab())
 
 
 def _duplicate_test(nb):
@@ -416,7 +420,7 @@ def _r_kernel(nb):
 def test_repair_puts_cells_back_and_says_what_it_did(edit, ids, note):
     """Duplicated, renamed, deleted and edited cells come out as nbgrader expects them, with a note."""
     lab = _lab()
-    notebook, notes = classgrade.repair_notebook(_submission(lab, edit), lab)
+    notebook, notes = repair.repair_notebook(_submission(lab, edit), lab)
     assert _ids(notebook) == ids, f"grade_ids after repair: expected {ids}, got {_ids(notebook)}"
     assert any(note in n for n in notes), f"expected a note with {note!r}, got {notes}"
     test = next(c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test1")
@@ -427,8 +431,8 @@ def test_zip_with_paths_outside_the_folder_is_refused(tmp_path):
     archive = tmp_path / "export.zip"
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("../../outside.ipynb", "{}")
-    with pytest.raises(classgrade.course.CourseError, match="outside the extraction folder"):
-        classgrade._check_zip(archive)
+    with pytest.raises(course.CourseError, match="outside the extraction folder"):
+        submissions.check_zip(archive)
 
 
 @pytest.mark.parametrize("path, expected", [
@@ -517,10 +521,9 @@ def test_seatbelt_sandbox_runs_a_notebook_with_a_stand_in_for_sandbox_exec(tmp_p
 def test_an_isolation_asked_for_that_does_not_work_stops_the_grader(tmp_path, monkeypatch):
     """``--isolation bubblewrap`` where bwrap fails: an error with what to do, not a class graded without isolation."""
     monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: "bwrap: setting up uid map: Permission denied")
-    grader = classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="bubblewrap"))
-    with pytest.raises(classgrade.course.CourseError, match="does not work here: bwrap: setting up uid map") as error:
-        grader._isolation()
+    with pytest.raises(course.CourseError, match="does not work here: bwrap: setting up uid map") as error:
+        runner.choose_isolation(classgrade.GradeSettings("lab1", isolation="bubblewrap").isolation)
     assert "What you can do" in str(error.value) and "leave --isolation out" in str(error.value), str(error.value)
     monkeypatch.setattr(sandbox, "isolation_problem", lambda isolation: None)
-    assert classgrade.ClassGrader(tmp_path, classgrade.GradeSettings("lab1", isolation="basic"))._isolation() == (
+    assert runner.choose_isolation(classgrade.GradeSettings("lab1", isolation="basic").isolation) == (
         "basic", f"asked for with --isolation. {sandbox.BASIC_WARNING}")

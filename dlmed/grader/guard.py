@@ -4,7 +4,7 @@ A test cell passes when it raises nothing, so a submission can try to make faili
 pass instead of fixing its code: replace ``torch.allclose`` or a ``check_*`` helper by a
 function that always succeeds, shadow a builtin, install an IPython input transformer that
 blanks the next cell, set a trace function that jumps over asserts, or print hidden tests
-it finds in the kernel's history. The grader (:mod:`dlmed.executor`) therefore calls this
+it finds in the kernel's history. The grader (:mod:`dlmed.grader.executor`) therefore calls this
 module around every graded test cell, through ``user_expressions`` of an empty execute
 request (which no input transformer sees):
 
@@ -34,7 +34,7 @@ the kernel runs a test; had the kernel run the hidden tests, such a thread could
 (from ``linecache``, the main thread's stack) and print them later, encoded, into the
 student's own feedback. So the grader runs only a test cell's visible part in the kernel.
 For the hidden part :func:`run_hidden` forks: the copy has no other threads (``fork`` copies
-only the calling one), seals itself (:mod:`dlmed.seal`: no output, every file descriptor
+only the calling one), seals itself (:mod:`dlmed.grader.seal`: no output, every file descriptor
 but one replaced by ``/dev/null``, shared memory made private, a seccomp filter against
 every way of leaving data behind), connects to the grader's supervisor, which stops every
 other process of the submission, sends it the hidden code and reads the verdict, then kills
@@ -295,7 +295,7 @@ def install(nonce, module_names, class_paths):
                 os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     _state = _Snapshot(get_ipython(), module_names, class_paths, [p.rstrip(os.sep) + os.sep for p in prefixes])
     if sys.platform.startswith("linux"):
-        from dlmed import seal
+        from dlmed.grader import seal
 
         seal.load_library()  # imported and loaded here once, not in every fork that runs hidden tests
     return _answer(nonce, modules=sorted(_state.modules))
@@ -450,7 +450,7 @@ def run_hidden(nonce, channel_path):
     Returns a JSON answer with ``child`` (its pid) or ``error`` and ``errno`` when fork failed.
     """
     # The visible part ran student code: undo what it changed (os.dup2, socket, ctypes, this
-    # module's helpers in dlmed.seal, ...) so that the fork seals itself with trusted code;
+    # module's helpers in dlmed.grader.seal, ...) so that the fork seals itself with trusted code;
     # leave() reports it, and the test does not count.
     _state.changed_before_hidden = getattr(_state, "changed_before_hidden", []) + _state.changes(restore=True)
     if getattr(_state, "sigchld", None) is None:  # not yet changed by an earlier try for this test
@@ -510,7 +510,7 @@ def _write_all(fd, data):
 def _sealed_child(channel_path):
     """In the forked copy: seal, receive the hidden code, run it, send the verdict, wait to be killed."""
     try:
-        from dlmed import seal
+        from dlmed.grader import seal
 
         channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         channel.connect(channel_path)

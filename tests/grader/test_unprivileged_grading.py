@@ -28,7 +28,7 @@ import pytest
 from dlmed import course
 from tests.conftest import PROJECT_ROOT
 from tests.submissions import hostile, lab1
-from tests.test_class_grading import LAB, NAME, _CountingServer, _outputs, journal, points, submit
+from tests.grader.test_class_grading import LAB, NAME, _CountingServer, _outputs, journal, points, submit
 
 slow = pytest.mark.slow  # every test but the README check grades a class
 
@@ -73,7 +73,7 @@ def ordinary_user():
         account, created = pwd.getpwnam(USER), True
     modes = _grant_traversal([sys.executable, sys.prefix, PROJECT_ROOT])
     try:
-        probe = subprocess.run(_as_user(account) + [sys.executable, "-c", "import dlmed.sandbox as s; print(s.choose_isolation())"],
+        probe = subprocess.run(_as_user(account) + [sys.executable, "-c", "import dlmed.grader.sandbox as s; print(s.choose_isolation())"],
                                capture_output=True, text=True, cwd="/", env=_user_env(account), timeout=120)
         if probe.returncode != 0:
             pytest.skip(f"the user {USER} cannot run this test's Python: {probe.stderr[-500:]}")
@@ -196,8 +196,8 @@ DEMONSTRATED = {
         "test_course_files_other_students_and_gradebook_are_hidden", "test_the_kernel_sees_no_other_process"],
     "no writes outside the submission": ["test_nothing_written_outside_the_submission"],
 }
-#: Rows no test here can show (file-size limits are shown for every mode in tests/test_sandbox.py).
-SHOWN_ELSEWHERE = {"file size": "tests/test_sandbox.py::test_memory_and_file_size_limits"}
+#: Rows no test here can show (file-size limits are shown for every mode in tests/grader/test_sandbox.py).
+SHOWN_ELSEWHERE = {"file size": "tests/grader/test_sandbox.py::test_memory_and_file_size_limits"}
 
 
 def readme_table() -> dict:

@@ -27,7 +27,7 @@ import nbformat
 import pytest
 
 from dlmed import course
-from dlmed.sandbox import detect_isolation
+from dlmed.grader.sandbox import detect_isolation
 from tests.conftest import PROJECT_ROOT
 from tests.submissions import hostile, lab1
 
@@ -319,7 +319,7 @@ def _sandbox_processes_after(seconds: float) -> list:
     """Processes of sandboxes (supervisors, launchers, kernels) still alive after ``seconds``."""
     import psutil
 
-    from dlmed.sandbox import SANDBOX_UID_BASE
+    from dlmed.grader.sandbox import SANDBOX_UID_BASE
 
     deadline = time.monotonic() + seconds
     while True:
@@ -327,7 +327,7 @@ def _sandbox_processes_after(seconds: float) -> list:
         for process in psutil.process_iter(["cmdline", "uids"]):
             cmdline = " ".join(process.info["cmdline"] or [])
             uid = process.info["uids"].real if process.info["uids"] else -1
-            if "dlmed.sandbox" in cmdline or SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 1000:
+            if "dlmed.grader.sandbox" in cmdline or SANDBOX_UID_BASE <= uid < SANDBOX_UID_BASE + 1000:
                 alive.append((process.pid, uid, cmdline[:80]))
         if not alive or time.monotonic() > deadline:
             return alive

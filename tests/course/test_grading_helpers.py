@@ -1,9 +1,10 @@
-"""dlmed.grading and dlmed.course helpers: hidden-test removal, nbgrader's failure rule, score tables."""
+"""dlmed.course.grading and dlmed.course helpers: hidden-test removal, nbgrader's failure rule, score tables."""
 
 import nbformat
 import pytest
 
-from dlmed import course, grading
+from dlmed import course
+from dlmed.course import grading
 from tests.helpers import hidden_test_leaks, squash
 
 

@@ -9,7 +9,7 @@ timeout, interrupt, error-on-timeout and recording of errors, so cells score as 
 - a kernel that dies (memory limit, ``os._exit``, a crash) or that can no longer be trusted
   stops the run: every remaining cell gets an error output, so no test cell scores by
   default (nbgrader gives full marks to a test cell without output);
-- the integrity guard (:mod:`dlmed.guard`) around every graded test cell;
+- the integrity guard (:mod:`dlmed.grader.guard`) around every graded test cell;
 - the hidden part of a test cell never runs in the kernel: the kernel runs the visible part
   as the cell, and the hidden part runs in a sealed fork of the kernel that gets the code
   from here and returns only a verdict (:meth:`GuardedExecute._run_hidden`), so no thread
@@ -18,7 +18,7 @@ timeout, interrupt, error-on-timeout and recording of errors, so cells score as 
 - a memory watchdog over the kernel and its children;
 - a log of everything that happened (``events``), for the instructor's report.
 
-It runs in the sandbox's supervisor process (:mod:`dlmed.sandbox`), never in the kernel, and
+It runs in the sandbox's supervisor process (:mod:`dlmed.grader.sandbox`), never in the kernel, and
 does not import nbgrader (1.7 s per student). What it needs to know about cells (which names
 a test reads and binds, its hidden code) the grader works out beforehand with
 :func:`cell_annotations`.
@@ -48,7 +48,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Dict as DictTrait
 
-from dlmed.grading import HIDDEN_FAILED, is_graded_test_cell, split_hidden_tests
+from dlmed.course.grading import HIDDEN_FAILED, is_graded_test_cell, split_hidden_tests
 
 #: ``ename`` of the error outputs the grader itself adds to cells.
 GRADER_ERROR = "GradingStopped"
@@ -60,9 +60,9 @@ GUARDED_MODULES = [
     "torch", "torch.nn", "torch.nn.functional", "torch.testing", "torch.utils.data",
     "sklearn.metrics", "pandas", "dlmed.checks",
 ]
-#: Guarded always: what the fork that runs hidden tests seals itself with (dlmed.guard.run_hidden
+#: Guarded always: what the fork that runs hidden tests seals itself with (dlmed.grader.guard.run_hidden
 #: puts them back just before it forks).
-SEALING_MODULES = ["os", "signal", "socket", "ctypes", "io", "json", "faulthandler", "threading", "dlmed.seal"]
+SEALING_MODULES = ["os", "signal", "socket", "ctypes", "io", "json", "faulthandler", "threading", "dlmed.grader.seal"]
 GUARDED_CLASSES = ["torch.Tensor", "torch.nn.Module"]
 
 
@@ -472,12 +472,12 @@ class GuardedExecute(NotebookClient):
 
     async def _guard_request(self, function, args):
         self._nonce = secrets.token_hex(16)
-        expression = f"__import__('dlmed.guard').guard.{function}({self._nonce!r}, *{args!r})"
+        expression = f"__import__('dlmed.grader.guard').grader.guard.{function}({self._nonce!r}, *{args!r})"
         return await ensure_async(self.kc.execute(
             "", silent=True, store_history=False, user_expressions={"answer": expression}, allow_stdin=False))
 
     async def _guard(self, function, args, timeout=30) -> Optional[Dict]:
-        """Call ``dlmed.guard.<function>`` in the kernel; None when the answer is missing or forged."""
+        """Call ``dlmed.grader.guard.<function>`` in the kernel; None when the answer is missing or forged."""
         reply = await self._reply(await self._guard_request(function, args), timeout)
         if reply is None:
             return None
