@@ -553,22 +553,11 @@ CASES: Dict[str, Case] = {
         answers(), file_name='<img src=x onerror="document.title=1">.ipynb', notes=("submitted as",)),
     # --- threads that read or write while the tests run (issue 10) ------------------------------
     # A thread the submission started is alive from ex6's answer on: the tests while it lives are voided.
-    "reader_base64": Case(
-        "a thread copies what the kernel runs; the last answer prints it base64-encoded",
-        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("base64")),
-        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
-    "reader_hex": Case(
-        "a thread copies what the kernel runs; the last answer prints it hex-encoded",
-        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("hex")),
-        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
-    "reader_zlib": Case(
-        "a thread copies what the kernel runs; the last answer prints it zlib-encoded",
-        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("zlib")),
-        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
-    "reader_reversed": Case(
-        "a thread copies what the kernel runs; the last answer prints it reversed-encoded",
-        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot("reversed")),
-        zero=(6, 7, 8, 9, 10), events=("student-thread",)),
+    **{f"reader_{encoding}": Case(
+        f"a thread copies what the kernel runs; the last answer prints it {encoding}-encoded",
+        answers(ex6_accuracy=_then("ex6_accuracy", _READER), ex10_count_parameters=_print_loot(encoding)),
+        zero=(6, 7, 8, 9, 10), events=("student-thread",))
+       for encoding in ("base64", "hex", "zlib", "reversed")},
     "late_reader": Case(
         "a thread sleeps until the last answer cell, then copies linecache, history and code objects "
         "(it has ended when the last test runs: that one counts)",
