@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from dlmed import datasets
-from dlmed.datasets import mednist, mura, pneumoniamnist
+from dlmed.datasets import chembl, mednist, mura, pneumoniamnist
 
 
 def jpeg_bytes(value: int) -> bytes:
@@ -83,3 +83,33 @@ def place_real_looking_mura(root: Path) -> Path:
     folder = mura.make_synthetic(root, patients_per_part=1)
     (folder / datasets.STAND_IN_MARKER).unlink()
     return folder
+
+
+#: Real molecules in the ChEMBL sets' format: (CID, SMILES, Activity); 2 "actives", 10 "decoys".
+FAKE_CHEMBL_ROWS = (
+    ("CHEMBL25", "CC(=O)Oc1ccccc1C(=O)O", 0),
+    ("CHEMBL113", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", 0),
+    ("CHEMBL521", "CC(C)Cc1ccc(cc1)C(C)C(=O)O", 0),
+    ("CHEMBL112", "CC(=O)Nc1ccc(O)cc1", 0),
+    ("CHEMBL154", "COc1ccc2cc(ccc2c1)[C@H](C)C(=O)O", 0),
+    ("CHEMBL139", "OC(=O)Cc1ccccc1Nc1c(Cl)cccc1Cl", 0),
+    ("CHEMBL1431", "CN(C)C(=N)N=C(N)N", 0),
+    ("CHEMBL3", "CN1CCC[C@H]1c1cccnc1", 0),
+    ("CHEMBL12", "CN1C(=O)CN=C(c2ccccc2)c2cc(Cl)ccc12", 0),
+    ("CHEMBL27", "CC(C)NCC(O)COc1cccc2ccccc12", 0),
+    ("CHEMBL20", "CC(=O)Nc1nnc(s1)S(N)(=O)=O", 1),
+    ("CHEMBL21", "Nc1ccc(cc1)S(N)(=O)=O", 1),
+)
+
+
+def write_fake_chembl_csv(path: Path) -> Path:
+    """A small CSV in the format of the ChEMBL sets (quoted header "CID","SMILES","Activity")."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ['"CID","SMILES","Activity"'] + [f'"{cid}","{smiles}",{label}' for cid, smiles, label in FAKE_CHEMBL_ROWS]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def place_fake_chembl(root: Path) -> Path:
+    """The default ChEMBL set's file (fake content) in a data folder; returns its path."""
+    return write_fake_chembl_csv(root / chembl.REMOTE.filename)

@@ -25,11 +25,13 @@ import torch
 
 from dlmed import datasets
 from dlmed.config import RunConfig
-from dlmed.datasets import DataUnavailableError, data_dir, is_synthetic, mednist, mura, pneumoniamnist, subset_per_class
+from dlmed.datasets import DataUnavailableError, chembl, data_dir, is_synthetic, mednist, mura, pneumoniamnist, subset_per_class
 from tests.datasets.fakes import (
     extract_fake_mednist,
+    place_fake_chembl,
     place_real_looking_mura,
     write_fake_mednist_archive,
+    write_fake_chembl_csv,
     write_pneumonia_npz,
 )
 from tests.helpers import assert_import_has_no_side_effects, assert_public_api_documented
@@ -81,6 +83,24 @@ def _mura_grading_stand_in(folder: Path, root: Path) -> None:
     assert mura.find(folder) == folder / mura.FOLDER  # readable by image_table
 
 
+def _check_chembl(path: Path) -> None:
+    table = chembl.read(path)
+    assert list(table.columns) == ["cid", "smiles", "label"] and len(table) == 12
+    assert table["label"].sum() == 2
+
+
+def _chembl_grading_stand_in(table, root: Path) -> None:
+    assert table.attrs["synthetic"] is True and table.attrs["path"] == str(root / chembl.SYNTHETIC_FOLDER / chembl.SYNTHETIC_FILE)
+    assert is_synthetic(root / chembl.SYNTHETIC_FOLDER)
+    assert len(table) == len(chembl.STAND_IN_MOLECULES) and set(table["label"]) == {0, 1}
+
+
+def _chembl_grading_real(table, real: Path) -> None:
+    assert table.attrs["synthetic"] is False and table.attrs["path"] == str(real)
+    assert list(table.columns) == ["cid", "smiles", "label"]
+    assert table["label"].sum() == 2 and len(table) == 12  # the fake file is below the grading limits
+
+
 @dataclasses.dataclass
 class Case:
     """One data module and how to make its data here."""
@@ -118,6 +138,8 @@ CASES = [
          after_download=(pneumoniamnist.REMOTE.filename,)),
     Case(mura, None, place_real_looking_mura, _check_mura, lambda root: mura.make_synthetic(root / mura.SYNTHETIC_ROOT),
          _mura_grading_stand_in, lambda folder, real: folder == real.parent or pytest.fail(f"{folder} does not hold {real}"), 5),
+    Case(chembl, write_fake_chembl_csv, place_fake_chembl, _check_chembl, lambda root: chembl.make_synthetic(root),
+         _chembl_grading_stand_in, _chembl_grading_real, 6, after_download=(chembl.REMOTE.filename,)),
 ]
 DOWNLOADABLE = [case for case in CASES if case.serve is not None]
 
@@ -227,7 +249,7 @@ def test_offline_error_is_one_short_error(case, root, offline):
     after_switch = "\n".join(lines[2:6])
     assert "DLMED_DATA" in after_switch and str(root) in after_switch
     assert len(lines) <= 12, "the offline error should fit on a screen"
-    if case.module.REMOTE is None or case.module is mednist:
+    if case.module.REMOTE is None or case.module in (mednist, chembl):
         assert f"{case.module.__name__}.make_synthetic" in str(error)  # for use outside a notebook
     remote = case.module.REMOTE
     if remote is not None:
