@@ -1,4 +1,4 @@
-"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, or ``lab2``).
+"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, ``lab2`` or ``lab4``).
 
 1. lab      The solution notebook executed top to bottom with nbclient, as a student runs
             it (NBGRADER_EXECUTION unset, so the full lab configuration), against a
@@ -11,6 +11,9 @@
             copy ../shared/data/pneumoniamnist.npz beside the project; lab mode is skipped with a message
             when it is not there). It holds no ``MURA-v1.1``, so the notebook shows the MURA
             part on a small synthetic MURA tree that it makes in the data dir itself.
+            Lab 4 runs on the REAL ChEMBL set the notebook names (CHEMBL219): its data
+            dir holds a symlink ``CHEMBL219_cl.csv`` -> the read-only offline copy in
+            ../shared/data/chembl-koutsoukas2017/ (lab mode is skipped when it is not there).
 2. grading  The same execution with NBGRADER_EXECUTION=autograde: the tiny grading
             configuration, on the small stand-ins the notebook makes for grading (the data
             dir holds no MedNIST/, and for Lab 2 no pneumoniamnist.npz and no MURA-v1.1).
@@ -62,7 +65,7 @@ sys.path.insert(0, str(PROJECT_ROOT))  # so that `dlmed` imports without install
 
 from dlmed import course  # noqa: E402  (needs the sys.path entry above)
 from dlmed.config import GRADING_LIMITS  # noqa: E402
-from dlmed.datasets import mednist, mura, pneumoniamnist  # noqa: E402
+from dlmed.datasets import chembl, mednist, mura, pneumoniamnist  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Real MedNIST: 58,954 images in six classes.
@@ -72,6 +75,8 @@ REAL_MEDNIST_IMAGES = 58954
 SHARED_PNEUMONIAMNIST = PROJECT_ROOT.parent / "shared" / "data" / "pneumoniamnist.npz"
 #: Lab 2, Part B: the test ROC AUC on PneumoniaMNIST that lab mode should reach.
 PNEUMONIA_AUC_TARGET = 0.95
+#: Lab 4: the read-only offline copies of the ChEMBL sets.
+SHARED_CHEMBL = PROJECT_ROOT.parent / "shared" / "data" / chembl.MIRROR_FOLDER
 
 MODE_LINE = re.compile(r"mode: (\w+) \| device: (\S+)")
 
@@ -100,6 +105,18 @@ LAB2_CAVEAT = (
     "images): it says nothing about MedNIST, whose accuracy is NOT measured here. Part B's "
     "test ROC AUC, accuracy and kappa are on the REAL PneumoniaMNIST. MURA is not measured "
     "here (the notebook only shows its layout on a synthetic tree)."
+)
+
+# Lab 4's printed results.
+LAB4_RESULT_ROW = re.compile(r"^(random|scaffold)?\s*(image|ECFP4 \+ CNN features|ECFP4|CNN features)\s+"
+                             r"(CNN \(end to end\)|logistic regression|random forest)\s+(-?[\d.]+)\s+([\d.]+|NaN)\s+([\d.]+)$",
+                             re.MULTILINE)
+LAB4_SPREAD_LINE = re.compile(r"^MCC over (\d+) random splits: mean ([\d.]+), SD ([\d.]+)", re.MULTILINE)
+LAB4_HEAT_LINE = re.compile(r"^Grad-CAM heat on the background: (\d+)% .* the background is (\d+)% of the image", re.MULTILINE)
+LAB4_CAVEAT = (
+    "Lab 4's figures are on the REAL ChEMBL set (Koutsoukas et al. 2017), with the lab's own "
+    "stratified random 80/20 split and its scaffold split; the published MCC (from the seed "
+    "notebook's quote of the paper) is for the paper's random splits."
 )
 
 
@@ -301,6 +318,70 @@ def prepare_lab2_grading_data(data_root: Path) -> dict:
 # --- What the notebooks print --------------------------------------------------------------
 
 
+def prepare_lab4_data(args: argparse.Namespace) -> dict:
+    """A data dir with a symlink to the real set the notebook uses (CHEMBL219; read, never written)."""
+    target = chembl.DEFAULT_TARGET
+    name = chembl.remote(target).filename
+    source = (Path(args.chembl_dir) / name).resolve()
+    if not source.is_file():
+        raise LabDataUnavailable(f"{name} is not in {args.chembl_dir}; pass --chembl-dir FOLDER holding the ChEMBL sets.")
+    data_dir = args.data_root / f"lab4-{target}"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _symlink(data_dir / name, source)
+    table = chembl.load(data_dir, allow_download=False, show_progress=False, target=target)
+    return {"data_dir": str(data_dir), "seconds": 0.0, "images": len(table),
+            "chembl": f"{name} -> {source} (real; SHA256 {hashlib.sha256(source.read_bytes()).hexdigest()})"}
+
+
+def prepare_lab4_grading_data(data_root: Path) -> dict:
+    """A data dir without the real sets, holding the stand-in that grading mode makes."""
+    data_dir = data_root / "lab4-grading"
+    started = time.perf_counter()
+    chembl.make_synthetic(data_dir)
+    if chembl.find(data_dir) is not None:
+        raise RuntimeError(f"{data_dir} holds a real ChEMBL set; grading mode would use it instead of the stand-in")
+    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2),
+            "images": len(chembl.STAND_IN_MOLECULES)}
+
+
+def parse_lab4_output(text: str) -> dict:
+    rows, split = [], None
+    for match in LAB4_RESULT_ROW.finditer(text):
+        split = match.group(1) or split
+        rows.append({"split": split, "features": match.group(2), "model": match.group(3), "mcc": float(match.group(4)),
+                     "roc_auc": float(match.group(5)), "accuracy": float(match.group(6))})
+    result = {"test_results": rows, "data": "SYNTHETIC stand-in" if "SYNTHETIC stand-in" in text else "real ChEMBL set"}
+    spread = LAB4_SPREAD_LINE.search(text)
+    if spread:
+        result["ecfp_logistic_mcc_over_random_splits"] = {"repeats": int(spread.group(1)), "mean": float(spread.group(2)),
+                                                          "sd": float(spread.group(3))}
+    heat = LAB4_HEAT_LINE.search(text)
+    if heat:
+        result["gradcam_background_percent"] = {"heat": int(heat.group(1)), "area": int(heat.group(2))}
+    return result
+
+
+def _lab4_row_text(row: dict) -> str:
+    return f"{row['split']}/{row['features']}/{row['model']}: MCC {row['mcc']:.3f}, ROC AUC {row['roc_auc']:.3f}"
+
+
+def describe_lab4_run(run: dict) -> str:
+    best = {split: max((r for r in run.get("test_results", []) if r["split"] == split), key=lambda r: r["mcc"], default=None)
+            for split in ("random", "scaffold")}
+    return "; ".join(f"best on {split}: {_lab4_row_text(row)}" for split, row in best.items() if row) or "no results printed"
+
+
+def summarize_lab4_results(runs: List[dict]) -> List[str]:
+    lines = []
+    for run in runs:
+        lines += [_lab4_row_text(row) for row in run.get("test_results", [])]
+        if "ecfp_logistic_mcc_over_random_splits" in run:
+            lines.append(f"ECFP4 + logistic regression over random splits: {run['ecfp_logistic_mcc_over_random_splits']}")
+        if "gradcam_background_percent" in run:
+            lines.append(f"Grad-CAM heat on the background (percent): {run['gradcam_background_percent']}")
+    return lines
+
+
 def parse_lab1_output(text: str) -> dict:
     result = {}
     accuracy = LAB1_ACCURACY_LINE.search(text)
@@ -421,6 +502,17 @@ LABS = {
         parse_output=parse_lab2_output,
         describe_run=describe_lab2_run,
         summarize_results=summarize_lab2_results,
+    ),
+    "lab4": Lab(
+        name="lab4",
+        notebook=PROJECT_ROOT / "source" / "lab4" / "lab4_molecules_images_features.ipynb",
+        budget_seconds=600,
+        caveat=LAB4_CAVEAT,
+        prepare_lab_data=prepare_lab4_data,
+        prepare_grading_data=prepare_lab4_grading_data,
+        parse_output=parse_lab4_output,
+        describe_run=describe_lab4_run,
+        summarize_results=summarize_lab4_results,
     ),
 }
 
@@ -610,6 +702,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pneumoniamnist", type=Path, default=SHARED_PNEUMONIAMNIST,
                         help="Lab 2: the real pneumoniamnist.npz that lab mode links to (read only; "
                              "default: %(default)s)")
+    parser.add_argument("--chembl-dir", type=Path, default=SHARED_CHEMBL,
+                        help="Lab 4: the folder holding CHEMBL<target>_cl.csv (read only; default: the offline copy)")
     parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()) / "dlmed-bench-data",
                         help="where the stand-ins are made and cached (default: %(default)s)")
     parser.add_argument("--cell-timeout", type=int, default=3600,
@@ -671,7 +765,7 @@ def main(argv=None) -> int:
             if lab_data is not None:
                 results["lab_data"] = lab_data
                 report(f"  {lab_data['data_dir']} ready in {lab_data['seconds']:.1f} s (not part of the timings)")
-                for key in ("mednist", "pneumoniamnist"):
+                for key in ("mednist", "pneumoniamnist", "chembl"):
                     if key in lab_data:
                         report(f"  {lab_data[key]}")
                 results["lab"] = []
