@@ -83,6 +83,9 @@ class _PlanetoidUnpickler(pickle.Unpickler):
             return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own, whatever its module is called
         if name == "scalar":
             return np.float64(0).__reduce__()[0]
+        if name == "csr_matrix":  # the 2016 files name scipy.sparse.csr, which SciPy deprecates
+            import scipy.sparse
+            return scipy.sparse.csr_matrix
         return super().find_class(module, name)
 
 
