@@ -1,4 +1,4 @@
-"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, ``lab2`` or ``lab4``).
+"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, ``lab2``, ``lab4`` or ``lab5``).
 
 1. lab      The solution notebook executed top to bottom with nbclient, as a student runs
             it (NBGRADER_EXECUTION unset, so the full lab configuration), against a
@@ -38,6 +38,11 @@ Examples (from the course root)::
     .venv/bin/python benchmarks/bench_lab.py --skip-lab
     .venv/bin/python benchmarks/bench_lab.py --lab lab2 --lab-repeats 1 --skip-grading --skip-autograde
     .venv/bin/python benchmarks/bench_lab.py --lab lab2 --skip-lab
+    .venv/bin/python benchmarks/bench_lab.py --lab lab5 --lab-repeats 1 --repeats 1
+
+Lab 5 runs lab mode on the real CiteSeer, ESOL, FreeSolv and Tox21 (symlinks to
+``--shared-data``, by default the read-only offline copies in ../shared/data) and grading
+mode on the stand-ins it makes for grading.
 """
 
 import argparse
@@ -65,7 +70,7 @@ sys.path.insert(0, str(PROJECT_ROOT))  # so that `dlmed` imports without install
 
 from dlmed import course  # noqa: E402  (needs the sys.path entry above)
 from dlmed.config import GRADING_LIMITS  # noqa: E402
-from dlmed.datasets import chembl, mednist, mura, pneumoniamnist  # noqa: E402
+from dlmed.datasets import chembl, citeseer, mednist, moleculenet, mura, pneumoniamnist  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Real MedNIST: 58,954 images in six classes.
@@ -77,6 +82,11 @@ SHARED_PNEUMONIAMNIST = PROJECT_ROOT.parent / "shared" / "data" / "pneumoniamnis
 PNEUMONIA_AUC_TARGET = 0.95
 #: Lab 4: the read-only offline copies of the ChEMBL sets.
 SHARED_CHEMBL = PROJECT_ROOT.parent / "shared" / "data" / chembl.MIRROR_FOLDER
+#: Lab 5: the read-only offline copies of CiteSeer and the MoleculeNet tables (../shared/data).
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+#: Lab 5, Part A: the mean CiteSeer test accuracy of the student's GCN that lab mode should reach
+#: (Kipf & Welling 2017 report 0.703).
+CITESEER_ACCURACY_TARGET = 0.70
 
 MODE_LINE = re.compile(r"mode: (\w+) \| device: (\S+)")
 
@@ -117,6 +127,19 @@ LAB4_CAVEAT = (
     "Lab 4's figures are on the REAL ChEMBL set (Koutsoukas et al. 2017), with the lab's own "
     "stratified random 80/20 split and its scaffold split; the published MCC (from the seed "
     "notebook's quote of the paper) is for the paper's random splits."
+)
+
+
+# Lab 5's printed results.
+LAB5_GCN_LINE = re.compile(r"^your GCN: test accuracy ([\d.]+) \+- ([\d.]+) over (\d+) seed", re.MULTILINE)
+LAB5_PYG_LINE = re.compile(r"^PyG's GCNConv: test accuracy ([\d.]+) \+- ([\d.]+)", re.MULTILINE)
+LAB5_SEED_LINE = re.compile(r"^seed (\d+): best epoch (\d+), validation ([\d.]+), test ([\d.]+)$", re.MULTILINE)
+LAB5_RMSE_LINE = re.compile(r"^(esol|freesolv), (scaffold|random) split: train (\d+), validation (\d+), test (\d+); "
+                            r"test RMSE: forest ([\d.]+), GNN ([\d.]+)$", re.MULTILINE)
+LAB5_TOX21_LINE = re.compile(r"^mean test ROC AUC over (\d+) assays: ([\d.]+)$", re.MULTILINE)
+LAB5_CAVEAT = (
+    "All Lab 5 figures are on the REAL data from the offline mirror (CiteSeer Planetoid split; "
+    "ESOL, FreeSolv and Tox21 from MoleculeNet), one run of the notebook with its fixed seeds."
 )
 
 
@@ -290,6 +313,38 @@ def make_grading_dir(data_dir: Path) -> dict:
     if mednist.find(data_dir) is not None:
         raise RuntimeError(f"{data_dir} holds a MedNIST/ folder; grading mode would use it instead of the small stand-in")
     return {"data_dir": str(data_dir), "seconds": round(seconds, 2), "images": 6 * per_class}
+
+
+def prepare_lab5_data(args: argparse.Namespace) -> dict:
+    """A data dir with symlinks to the real CiteSeer folder and the three MoleculeNet tables (read, never written)."""
+    shared = Path(args.shared_data).resolve()
+    sources = {citeseer.FOLDER: shared / citeseer.FOLDER,
+               **{remote.filename: shared / remote.filename for remote in moleculenet.REMOTES.values()}}
+    missing = [str(path) for path in sources.values() if not path.exists()]
+    if missing:
+        raise LabDataUnavailable(
+            f"Lab 5's lab mode runs on the real data, and {', '.join(missing)} is not there. Pass --shared-data "
+            f"PATH to a folder holding {citeseer.FOLDER}/ and the three MoleculeNet CSV files.")
+    data_dir = args.data_root / "lab5-real"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name, target in sources.items():
+        _symlink(data_dir / name, target)
+    started = time.perf_counter()
+    if citeseer.find(data_dir) is None or moleculenet.find(data_dir) is None:
+        raise RuntimeError(f"{data_dir}: the data modules do not find the linked files")
+    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": 0,
+            "data": {name: str(target) for name, target in sources.items()}}
+
+
+def prepare_lab5_grading_data(data_root: Path) -> dict:
+    """A data dir holding the CiteSeer and MoleculeNet stand-ins grading mode makes (made here, not timed)."""
+    data_dir = data_root / "lab5-grading"
+    started = time.perf_counter()
+    citeseer.make_synthetic(data_dir)
+    moleculenet.make_synthetic(data_dir)
+    if citeseer.find(data_dir) is not None or moleculenet.find(data_dir) is not None:
+        raise RuntimeError(f"{data_dir} holds real Lab 5 data; grading mode would use it instead of the stand-ins")
+    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": 0}
 
 
 def prepare_lab1_grading_data(data_root: Path) -> dict:
@@ -480,6 +535,58 @@ def summarize_lab2_results(runs: List[dict]) -> List[str]:
     return lines
 
 
+def parse_lab5_output(text: str) -> dict:
+    result = {}
+    ours = LAB5_GCN_LINE.search(text)
+    if ours:
+        result["citeseer_gcn"] = {"mean": float(ours.group(1)), "std": float(ours.group(2)), "seeds": int(ours.group(3)),
+                                  "per_seed": [float(m[3]) for m in LAB5_SEED_LINE.findall(text)]}
+    pyg = LAB5_PYG_LINE.search(text)
+    if pyg:
+        result["citeseer_pyg_gcnconv"] = {"mean": float(pyg.group(1)), "std": float(pyg.group(2))}
+    rmse = {}
+    for name, split, train, val, test, forest, gnn in LAB5_RMSE_LINE.findall(text):
+        rmse[f"{name}_{split}"] = {"sizes": [int(train), int(val), int(test)], "forest": float(forest), "gnn": float(gnn)}
+    if rmse:
+        result["test_rmse"] = rmse
+    tox = LAB5_TOX21_LINE.search(text)
+    if tox:
+        result["tox21_mean_roc_auc"] = {"assays": int(tox.group(1)), "value": float(tox.group(2))}
+    result["synthetic"] = "dlmed: using the SYNTHETIC" in text
+    return result
+
+
+def describe_lab5_run(run: dict) -> str:
+    gcn, pyg, rmse = run.get("citeseer_gcn"), run.get("citeseer_pyg_gcnconv"), run.get("test_rmse", {})
+    parts = []
+    if gcn and pyg:
+        parts.append(f"CiteSeer GCN {gcn['mean']:.3f} +- {gcn['std']:.3f}, PyG {pyg['mean']:.3f} +- {pyg['std']:.3f}")
+    if "esol_scaffold" in rmse:
+        parts.append(f"ESOL scaffold RMSE GNN {rmse['esol_scaffold']['gnn']:.3f} vs forest {rmse['esol_scaffold']['forest']:.3f}")
+    if "tox21_mean_roc_auc" in run:
+        parts.append(f"Tox21 mean ROC AUC {run['tox21_mean_roc_auc']['value']:.3f}")
+    return "; ".join(parts) or "no results printed"
+
+
+def summarize_lab5_results(runs: List[dict]) -> List[str]:
+    lines = []
+    for run in runs:
+        gcn = run.get("citeseer_gcn")
+        if gcn:
+            verdict = "meets" if gcn["mean"] >= CITESEER_ACCURACY_TARGET else "is BELOW"
+            lines.append(f"CiteSeer: your GCN {gcn['mean']:.3f} +- {gcn['std']:.3f} over {gcn['seeds']} seeds "
+                         f"{verdict} the target {CITESEER_ACCURACY_TARGET} (Kipf & Welling 2017: 0.703); PyG's GCNConv "
+                         f"{run['citeseer_pyg_gcnconv']['mean']:.3f} +- {run['citeseer_pyg_gcnconv']['std']:.3f}")
+        for key, values in run.get("test_rmse", {}).items():
+            better = "below" if values["gnn"] < values["forest"] else "NOT below"
+            lines.append(f"{key}: test RMSE GNN {values['gnn']:.3f} ({better} the forest's {values['forest']:.3f}); "
+                         f"train/val/test {values['sizes']}")
+        if "tox21_mean_roc_auc" in run:
+            lines.append(f"Tox21 scaffold split: mean test ROC AUC {run['tox21_mean_roc_auc']['value']:.3f} "
+                         f"over {run['tox21_mean_roc_auc']['assays']} assays")
+    return lines
+
+
 LABS = {
     "lab1": Lab(
         name="lab1",
@@ -513,6 +620,17 @@ LABS = {
         parse_output=parse_lab4_output,
         describe_run=describe_lab4_run,
         summarize_results=summarize_lab4_results,
+    ),
+    "lab5": Lab(
+        name="lab5",
+        notebook=PROJECT_ROOT / "source" / "lab5" / "lab5_graphs_citations_molecules.ipynb",
+        budget_seconds=600,
+        caveat=LAB5_CAVEAT,
+        prepare_lab_data=prepare_lab5_data,
+        prepare_grading_data=prepare_lab5_grading_data,
+        parse_output=parse_lab5_output,
+        describe_run=describe_lab5_run,
+        summarize_results=summarize_lab5_results,
     ),
 }
 
@@ -704,6 +822,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "default: %(default)s)")
     parser.add_argument("--chembl-dir", type=Path, default=SHARED_CHEMBL,
                         help="Lab 4: the folder holding CHEMBL<target>_cl.csv (read only; default: the offline copy)")
+    parser.add_argument("--shared-data", type=Path, default=SHARED_DATA,
+                        help="Lab 5: the folder holding planetoid-citeseer/ and the MoleculeNet CSV files "
+                             "(default: the read-only offline copies in ../shared/data)")
     parser.add_argument("--data-root", type=Path, default=Path(tempfile.gettempdir()) / "dlmed-bench-data",
                         help="where the stand-ins are made and cached (default: %(default)s)")
     parser.add_argument("--cell-timeout", type=int, default=3600,

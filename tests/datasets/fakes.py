@@ -1,6 +1,7 @@
 """Small files shaped like each data set, for the data-set tests (never real data)."""
 
 import io
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Optional
@@ -9,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from dlmed import datasets
-from dlmed.datasets import chembl, mednist, mura, pneumoniamnist
+from dlmed.datasets import chembl, citeseer, mednist, moleculenet, mura, pneumoniamnist
 
 
 def jpeg_bytes(value: int) -> bytes:
@@ -113,3 +114,33 @@ def write_fake_chembl_csv(path: Path) -> Path:
 def place_fake_chembl(root: Path) -> Path:
     """The default ChEMBL set's file (fake content) in a data folder; returns its path."""
     return write_fake_chembl_csv(root / chembl.REMOTE.filename)
+
+
+def _copy_stand_in_files(stand_in: Path, folder: Path) -> Path:
+    """Copy the data files of a stand-in (not its marker or README) into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in stand_in.iterdir():
+        if path.name not in (datasets.STAND_IN_MARKER, "README.txt"):
+            shutil.copyfile(path, folder / path.name)
+    return folder
+
+
+def write_fake_citeseer_files(folder: Path) -> Path:
+    """The eight Planetoid files (a small random graph) as published, in ``folder``."""
+    return _copy_stand_in_files(citeseer.make_synthetic(folder.parent / "citeseer-made"), folder)
+
+
+def place_real_looking_citeseer(root: Path) -> Path:
+    """A ``root/planetoid-citeseer`` folder that passes for the real one (not marked synthetic)."""
+    return write_fake_citeseer_files(root / citeseer.FOLDER)
+
+
+def write_fake_moleculenet_files(folder: Path) -> Path:
+    """The three MoleculeNet tables (made-up values) as published, in ``folder``."""
+    return _copy_stand_in_files(moleculenet.make_synthetic(folder.parent / "moleculenet-made"), folder)
+
+
+def place_real_looking_moleculenet(root: Path) -> dict:
+    """The three tables in the data folder ``root``, as ``find`` returns them."""
+    write_fake_moleculenet_files(root)
+    return moleculenet.find(root)

@@ -5,7 +5,9 @@ Every module in ``dlmed/datasets/`` has ``find``, ``fetch``, ``make_synthetic`` 
 wrong checksum, reuse of what is there, the one short offline error, a read-only mirror,
 downloads switched off, grading mode that never downloads, and stand-ins with the real
 layout. A new data set adds one :class:`Case` to :data:`CASES` (and to
-:data:`DOWNLOADABLE` if it can be downloaded).
+:data:`DOWNLOADABLE` if it can be downloaded). A data set of several files (CiteSeer's
+eight, MoleculeNet's three tables) lists them in ``REMOTES`` ({key: Remote}) instead of one
+``REMOTE``; the download tests then check every file.
 
 No test touches the network: the published file is served from a ``file://`` address, and
 the ``no_network`` and ``offline`` fixtures (tests/conftest.py) replace urlopen and requests.
@@ -25,13 +27,18 @@ import torch
 
 from dlmed import datasets
 from dlmed.config import RunConfig
-from dlmed.datasets import DataUnavailableError, chembl, data_dir, is_synthetic, mednist, mura, pneumoniamnist, subset_per_class
+from dlmed.datasets import (DataUnavailableError, chembl, citeseer, data_dir, is_synthetic, mednist, moleculenet,
+                            mura, pneumoniamnist, subset_per_class)
 from tests.datasets.fakes import (
     extract_fake_mednist,
     place_fake_chembl,
+    place_real_looking_citeseer,
+    place_real_looking_moleculenet,
     place_real_looking_mura,
+    write_fake_citeseer_files,
     write_fake_mednist_archive,
     write_fake_chembl_csv,
+    write_fake_moleculenet_files,
     write_pneumonia_npz,
 )
 from tests.helpers import assert_import_has_no_side_effects, assert_public_api_documented
@@ -101,6 +108,45 @@ def _chembl_grading_real(table, real: Path) -> None:
     assert table["label"].sum() == 2 and len(table) == 12  # the fake file is below the grading limits
 
 
+def _check_citeseer(folder: Path) -> None:
+    assert citeseer.find(folder.parent) == folder
+    _check_citeseer_graph(citeseer.load(folder.parent, allow_download=False, show_progress=False))
+
+
+def _check_citeseer_graph(graph) -> None:
+    """A Planetoid graph: features, labels of six classes, undirected edges, the three masks."""
+    assert graph.x.dtype == torch.float32 and graph.x.shape[0] == graph.num_nodes
+    assert graph.y.dtype == torch.int64 and set(graph.y.tolist()) <= set(range(len(citeseer.CLASSES)))
+    assert graph.edge_index.shape[0] == 2 and graph.is_undirected() and not graph.has_self_loops()
+    assert int(graph.val_mask.sum()) == citeseer.NUM_VAL
+    assert not (graph.train_mask & graph.test_mask).any() and not (graph.val_mask & graph.test_mask).any()
+
+
+def _citeseer_grading_stand_in(graph, root: Path) -> None:
+    _check_citeseer_graph(graph)
+    assert [p.name for p in root.iterdir()] == [citeseer.SYNTHETIC_FOLDER]
+    assert is_synthetic(root / citeseer.SYNTHETIC_FOLDER)
+
+
+def _check_moleculenet(paths: dict) -> None:
+    tables = moleculenet.load(next(iter(paths.values())).parent, allow_download=False, show_progress=False)
+    assert list(tables) == list(moleculenet.TABLES)
+    assert set(moleculenet.TOX21_TASKS) <= set(tables["tox21"].columns)
+
+
+def _check_moleculenet_grading(tables: dict) -> None:
+    assert list(tables) == list(moleculenet.TABLES)
+    for frame in tables.values():
+        assert 8 <= len(frame) <= moleculenet.GRADING_MOLECULES
+        assert frame["smiles"].map(lambda s: isinstance(s, str) and s == s.strip()).all()
+    assert tables["esol"][moleculenet.ESOL_TARGET].notna().all()
+
+
+def _moleculenet_grading_stand_in(tables: dict, root: Path) -> None:
+    _check_moleculenet_grading(tables)
+    assert [p.name for p in root.iterdir()] == [moleculenet.SYNTHETIC_FOLDER]
+
+
 @dataclasses.dataclass
 class Case:
     """One data module and how to make its data here."""
@@ -122,6 +168,8 @@ class Case:
     public_minimum: int
     #: What the data folder holds after a download.
     after_download: tuple = ()
+    #: The folder of the data folder that downloads go to ("" : the data folder itself).
+    download_folder: str = ""
 
     def __str__(self):
         return self.module.NAME
@@ -140,6 +188,14 @@ CASES = [
          _mura_grading_stand_in, lambda folder, real: folder == real.parent or pytest.fail(f"{folder} does not hold {real}"), 5),
     Case(chembl, write_fake_chembl_csv, place_fake_chembl, _check_chembl, lambda root: chembl.make_synthetic(root),
          _chembl_grading_stand_in, _chembl_grading_real, 6, after_download=(chembl.REMOTE.filename,)),
+    Case(citeseer, write_fake_citeseer_files, place_real_looking_citeseer, _check_citeseer,
+         lambda root: citeseer.make_synthetic(root), _citeseer_grading_stand_in,
+         lambda graph, real: _check_citeseer_graph(graph), 4,
+         after_download=(citeseer.FOLDER,), download_folder=citeseer.FOLDER),
+    Case(moleculenet, write_fake_moleculenet_files, place_real_looking_moleculenet, _check_moleculenet,
+         lambda root: moleculenet.make_synthetic(root), _moleculenet_grading_stand_in,
+         lambda tables, real: _check_moleculenet_grading(tables), 4,
+         after_download=tuple(remote.filename for remote in moleculenet.REMOTES.values())),
 ]
 DOWNLOADABLE = [case for case in CASES if case.serve is not None]
 
@@ -148,15 +204,43 @@ def _ids(cases):
     return [str(case) for case in cases]
 
 
+def _remotes(module) -> list:
+    """Every file a module downloads: its REMOTES (several files) or its one REMOTE (None: none)."""
+    remotes = getattr(module, "REMOTES", None)
+    if remotes is not None:
+        return list(remotes.values())
+    return [module.REMOTE] if module.REMOTE is not None else []
+
+
+def _replace_remotes(monkeypatch, module, change) -> None:
+    """Replace every Remote of ``module`` by ``change(remote)``."""
+    if hasattr(module, "REMOTES"):
+        monkeypatch.setattr(module, "REMOTES", {key: change(remote) for key, remote in module.REMOTES.items()})
+    else:
+        monkeypatch.setattr(module, "REMOTE", change(module.REMOTE))
+
+
+def _downloaded(case, root: Path) -> list:
+    """Where the module's downloaded files are in the data folder ``root``."""
+    return [root / case.download_folder / remote.filename for remote in _remotes(case.module)]
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
 @pytest.fixture
 def served(request, tmp_path, monkeypatch):
-    """The case's published file, served from a file:// address that REMOTE points at."""
+    """The case's published files in one folder, served from file:// addresses that REMOTE(S) point at."""
     case = request.param
-    path = case.serve(tmp_path / "served" / case.module.REMOTE.filename)
-    digest = hashlib.md5(path.read_bytes()).hexdigest()
-    monkeypatch.setattr(case.module, "REMOTE", dataclasses.replace(case.module.REMOTE, url=path.as_uri(),
-                                                                    checksum=f"md5:{digest}"))
-    return case, path
+    folder = tmp_path / "served"
+    if hasattr(case.module, "REMOTES"):
+        case.serve(folder)  # every published file, named as its Remote
+    else:
+        case.serve(folder / case.module.REMOTE.filename)
+    _replace_remotes(monkeypatch, case.module, lambda remote: dataclasses.replace(
+        remote, url=(folder / remote.filename).as_uri(), checksum=f"md5:{_md5(folder / remote.filename)}"))
+    return case, folder
 
 
 def _folder_state(folder: Path):
@@ -172,7 +256,7 @@ def test_same_public_surface(case):
     for name in ("find", "fetch", "make_synthetic", "for_notebook"):
         assert callable(getattr(case.module, name)), f"{case.module.__name__} lacks {name}()"
     assert isinstance(case.module.NAME, str)
-    assert hasattr(case.module, "REMOTE")
+    assert hasattr(case.module, "REMOTE") or isinstance(getattr(case.module, "REMOTES", None), dict)
     assert_public_api_documented(case.module, minimum=case.public_minimum)
 
 
@@ -200,7 +284,8 @@ def test_download_when_absent(served, root):
     result = case.module.fetch(show_progress=False)  # root from DLMED_DATA
     assert result == case.module.find(root)
     case.check(result)
-    assert (root / case.module.REMOTE.filename).read_bytes() == published.read_bytes()
+    for path in _downloaded(case, root):
+        assert path.read_bytes() == (published / path.name).read_bytes()
     assert sorted(p.name for p in root.iterdir()) == sorted(case.after_download)
 
 
@@ -209,13 +294,14 @@ def test_checksum_mismatch_leaves_nothing(served, root, monkeypatch):
     """A download with the wrong checksum raises ValueError naming both checksums, the file and what to do; no file is left."""
     case, published = served
     wrong = "0" * 32
-    monkeypatch.setattr(case.module, "REMOTE", dataclasses.replace(case.module.REMOTE, checksum=f"md5:{wrong}"))
+    _replace_remotes(monkeypatch, case.module, lambda remote: dataclasses.replace(remote, checksum=f"md5:{wrong}"))
     with pytest.raises(ValueError) as caught:
         case.module.fetch(root, show_progress=False)
     message = str(caught.value)
+    first = _downloaded(case, root)[0]  # the first file downloaded is the one refused
     assert wrong in message
-    assert hashlib.md5(published.read_bytes()).hexdigest() in message
-    assert str(root / case.module.REMOTE.filename) in message
+    assert _md5(published / first.name) in message
+    assert str(first) in message
     assert "again" in message
     assert list(root.iterdir()) == []
 
@@ -225,12 +311,12 @@ def test_cache_is_reused_without_network(served, root, monkeypatch, no_network):
     """What a first fetch put into the data folder is reused: no download, same path, file untouched."""
     case, _ = served
     first = case.module.fetch(root, show_progress=False)  # copied from the file:// address
-    stamp = (root / case.module.REMOTE.filename).stat().st_mtime_ns
+    stamps = [path.stat().st_mtime_ns for path in _downloaded(case, root)]
     # From now on a download would go to the network, which no_network refuses.
-    monkeypatch.setattr(case.module, "REMOTE", dataclasses.replace(case.module.REMOTE, url="https://example.invalid/x"))
+    _replace_remotes(monkeypatch, case.module, lambda remote: dataclasses.replace(remote, url="https://example.invalid/x"))
     for allow in (True, False):
         assert case.module.fetch(root, allow_download=allow, show_progress=False) == first
-    assert (root / case.module.REMOTE.filename).stat().st_mtime_ns == stamp
+    assert [path.stat().st_mtime_ns for path in _downloaded(case, root)] == stamps
     assert no_network == []
 
 
@@ -249,11 +335,11 @@ def test_offline_error_is_one_short_error(case, root, offline):
     after_switch = "\n".join(lines[2:6])
     assert "DLMED_DATA" in after_switch and str(root) in after_switch
     assert len(lines) <= 12, "the offline error should fit on a screen"
-    if case.module.REMOTE is None or case.module in (mednist, chembl):
+    remotes = _remotes(case.module)
+    if not remotes or case.module in (mednist, chembl):
         assert f"{case.module.__name__}.make_synthetic" in str(error)  # for use outside a notebook
-    remote = case.module.REMOTE
-    if remote is not None:
-        assert remote.url in str(error) and remote.digest in str(error)
+    if remotes:  # the first file that is missing: where to get it and its checksum
+        assert remotes[0].url in str(error) and remotes[0].digest in str(error)
     else:
         assert mura.REGISTRATION_URL in str(error)
     assert not root.exists() or list(root.iterdir()) == []  # nothing half-written
@@ -264,7 +350,7 @@ def test_lab_mode_offline_raises_instead_of_swapping(case, root, offline):
     """Lab mode without data or network raises the same error; no stand-in appears by itself."""
     with pytest.raises(DataUnavailableError) as caught:
         case.module.for_notebook(LAB, root)
-    assert case.module.REMOTE.url in str(caught.value)
+    assert _remotes(case.module)[0].url in str(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     assert not root.exists() or list(root.iterdir()) == []
 
@@ -385,8 +471,9 @@ def test_downloads_are_readable_by_other_users(served, root):
         case.module.fetch(root, show_progress=False)
     finally:
         os.umask(previous)
-    mode = stat.S_IMODE((root / case.module.REMOTE.filename).stat().st_mode)
-    assert mode == 0o644, oct(mode)
+    for path in _downloaded(case, root):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == 0o644, f"{path}: {oct(mode)}"
 
 
 # --- the data folder (dlmed.datasets.data_dir) ----------------------------------------------------------------------------
