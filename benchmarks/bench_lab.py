@@ -1,4 +1,4 @@
-"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, ``lab2``, ``lab4`` or ``lab5``).
+"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, ``lab2``, ``lab3``, ``lab4`` or ``lab5``).
 
 1. lab      The solution notebook executed top to bottom with nbclient, as a student runs
             it (NBGRADER_EXECUTION unset, so the full lab configuration), against a
@@ -11,6 +11,9 @@
             copy ../shared/data/pneumoniamnist.npz beside the project; lab mode is skipped with a message
             when it is not there). It holds no ``MURA-v1.1``, so the notebook shows the MURA
             part on a small synthetic MURA tree that it makes in the data dir itself.
+            Lab 3 trains on the REAL DSB2018 at 96x96: its data dir holds a symlink
+            ``dsb2018_96.zip`` -> ``--dsb2018`` (default: the read-only offline copy
+            ../shared/data/dsb2018_96.zip; lab mode is skipped with a message when absent).
             Lab 4 runs on the REAL ChEMBL set the notebook names (CHEMBL219): its data
             dir holds a symlink ``CHEMBL219_cl.csv`` -> the read-only offline copy in
             ../shared/data/chembl-koutsoukas2017/ (lab mode is skipped when it is not there).
@@ -38,6 +41,7 @@ Examples (from the course root)::
     .venv/bin/python benchmarks/bench_lab.py --skip-lab
     .venv/bin/python benchmarks/bench_lab.py --lab lab2 --lab-repeats 1 --skip-grading --skip-autograde
     .venv/bin/python benchmarks/bench_lab.py --lab lab2 --skip-lab
+    .venv/bin/python benchmarks/bench_lab.py --lab lab3 --lab-repeats 1 --skip-grading --skip-autograde
     .venv/bin/python benchmarks/bench_lab.py --lab lab5 --lab-repeats 1 --repeats 1
 
 Lab 5 runs lab mode on the real CiteSeer, ESOL, FreeSolv and Tox21 (symlinks to
@@ -70,7 +74,7 @@ sys.path.insert(0, str(PROJECT_ROOT))  # so that `dlmed` imports without install
 
 from dlmed import course  # noqa: E402  (needs the sys.path entry above)
 from dlmed.config import GRADING_LIMITS  # noqa: E402
-from dlmed.datasets import chembl, citeseer, mednist, moleculenet, mura, pneumoniamnist  # noqa: E402
+from dlmed.datasets import chembl, citeseer, dsb2018, mednist, moleculenet, mura, pneumoniamnist  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Real MedNIST: 58,954 images in six classes.
@@ -78,6 +82,10 @@ REAL_MEDNIST_IMAGES = 58954
 #: The read-only offline copy of PneumoniaMNIST that Lab 2's lab mode uses by default.
 # The read-only offline copy beside the project (../shared/data), as on the CI machines.
 SHARED_PNEUMONIAMNIST = PROJECT_ROOT.parent / "shared" / "data" / "pneumoniamnist.npz"
+#: The read-only offline copy of the prepared DSB2018 (96x96) that Lab 3's lab mode uses by default.
+SHARED_DSB2018 = PROJECT_ROOT.parent / "shared" / "data" / dsb2018.PREPARED_ZIP
+#: Lab 3: the validation IoU (pooled) that the student's U-Net should reach in lab mode.
+DSB2018_IOU_TARGET = 0.80
 #: Lab 2, Part B: the test ROC AUC on PneumoniaMNIST that lab mode should reach.
 PNEUMONIA_AUC_TARGET = 0.95
 #: Lab 4: the read-only offline copies of the ChEMBL sets.
@@ -115,6 +123,18 @@ LAB2_CAVEAT = (
     "images): it says nothing about MedNIST, whose accuracy is NOT measured here. Part B's "
     "test ROC AUC, accuracy and kappa are on the REAL PneumoniaMNIST. MURA is not measured "
     "here (the notebook only shows its layout on a synthetic tree)."
+)
+
+# Lab 3's printed results.
+LAB3_UNET_LINE = re.compile(r"^validation IoU, pooled: ([\d.]+); mean per image: ([\d.]+); mean Dice per image: ([\d.]+)$", re.MULTILINE)
+LAB3_MONAI_LINE = re.compile(r"^MONAI U-Net: validation IoU, pooled: ([\d.]+)$", re.MULTILINE)
+LAB3_TTA_LINE = re.compile(r"^validation IoU, pooled: one prediction ([\d.]+), TTA mean ([\d.]+)$", re.MULTILINE)
+LAB3_COUNT_LINE = re.compile(r"^median absolute count error ([\d.]+) nuclei per image; exact count on (\d+)% of the images$", re.MULTILINE)
+LAB3_CAVEAT = (
+    "The IoUs are on the REAL DSB2018 (BBBC038 stage1_train at 96x96, the offline copy), "
+    "validation = 20% of the sorted image ids (train_test_split, random_state=41), pixels pooled "
+    "over the validation set at threshold 0.5. The published U-Net figure (0.839, "
+    "pytorch-nested-unet README) used 100 epochs and another split."
 )
 
 # Lab 4's printed results.
@@ -298,6 +318,38 @@ def prepare_lab2_data(args: argparse.Namespace) -> dict:
         "pneumoniamnist": f"{pneumoniamnist.REMOTE.filename} -> {source} (real; MD5 {hashlib.md5(source.read_bytes()).hexdigest()})",
         "pneumoniamnist_images": {split: len(labels) for split, (_, labels) in splits.items()},
     }
+
+
+def prepare_lab3_data(args: argparse.Namespace) -> dict:
+    """A data dir holding only ``dsb2018_96.zip``, a symlink to ``args.dsb2018`` (read, never written)."""
+    source = Path(args.dsb2018).resolve()
+    if not source.is_file():
+        raise LabDataUnavailable(
+            f"DSB2018 is not at {args.dsb2018}; Lab 3's lab mode trains on the real data and never on a "
+            f"stand-in. Pass --dsb2018 PATH to a copy of {dsb2018.PREPARED_ZIP}."
+        )
+    data_dir = args.data_root / "lab3"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _symlink(data_dir / dsb2018.PREPARED_ZIP, source)
+    if dsb2018.find(data_dir) != data_dir / dsb2018.PREPARED_ZIP:
+        raise RuntimeError(f"{data_dir} holds a {dsb2018.FOLDER} folder; the notebook would use it instead of the zip")
+    data = dsb2018.load(data_dir, allow_download=False, show_progress=False)  # checks it now; writes nothing
+    return {
+        "data_dir": str(data_dir),
+        "seconds": 0.0,
+        "images": len(data["ids"]),
+        "dsb2018": f"{dsb2018.PREPARED_ZIP} -> {source} (real; sha256 {hashlib.sha256(source.read_bytes()).hexdigest()})",
+    }
+
+
+def prepare_lab3_grading_data(data_root: Path) -> dict:
+    """A data dir with the DSB2018 stand-in that grading mode makes (and no real data)."""
+    data_dir = data_root / "lab3-grading"
+    started = time.perf_counter()
+    dsb2018.make_synthetic(data_dir)
+    if dsb2018.find(data_dir) is not None:
+        raise RuntimeError(f"{data_dir} holds the real DSB2018; grading mode would use it instead of the stand-in")
+    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": dsb2018.GRADING_IMAGES}
 
 
 def make_grading_dir(data_dir: Path) -> dict:
@@ -535,6 +587,43 @@ def summarize_lab2_results(runs: List[dict]) -> List[str]:
     return lines
 
 
+def parse_lab3_output(text: str) -> dict:
+    result = {}
+    unet = LAB3_UNET_LINE.search(text)
+    if unet:
+        result["unet_validation"] = {"iou_pooled": float(unet.group(1)), "iou_mean_per_image": float(unet.group(2)),
+                                     "dice_mean_per_image": float(unet.group(3))}
+    monai = LAB3_MONAI_LINE.search(text)
+    if monai:
+        result["monai_validation_iou_pooled"] = float(monai.group(1))
+    tta = LAB3_TTA_LINE.search(text)
+    if tta:
+        result["tta_validation_iou_pooled"] = float(tta.group(2))
+    count = LAB3_COUNT_LINE.search(text)
+    if count:
+        result["count"] = {"median_absolute_error": float(count.group(1)), "exact_percent": int(count.group(2))}
+    result["data"] = "SYNTHETIC stand-in" if "SYNTHETIC stand-in" in text else "real DSB2018"
+    return result
+
+
+def describe_lab3_run(run: dict) -> str:
+    unet = run.get("unet_validation", {})
+    return (f"validation IoU (pooled, {run.get('data')}): your U-Net {unet.get('iou_pooled')}, "
+            f"with TTA {run.get('tta_validation_iou_pooled')}, MONAI UNet {run.get('monai_validation_iou_pooled')}")
+
+
+def summarize_lab3_results(runs: List[dict]) -> List[str]:
+    ious = [r["unet_validation"]["iou_pooled"] for r in runs if "unet_validation" in r]
+    if not ious:
+        return []
+    missed = sum(iou < DSB2018_IOU_TARGET for iou in ious)
+    verdict = (f"at least {DSB2018_IOU_TARGET} in every run" if not missed
+               else f"BELOW the target of {DSB2018_IOU_TARGET} in {missed} of {len(ious)} run(s)")
+    lines = ["per run: " + "; ".join(describe_lab3_run(r) for r in runs),
+             f"  your U-Net's validation IoU median {statistics.median(ious):.3f}, min {min(ious):.3f}: {verdict}"]
+    return lines
+
+
 def parse_lab5_output(text: str) -> dict:
     result = {}
     ours = LAB5_GCN_LINE.search(text)
@@ -609,6 +698,17 @@ LABS = {
         parse_output=parse_lab2_output,
         describe_run=describe_lab2_run,
         summarize_results=summarize_lab2_results,
+    ),
+    "lab3": Lab(
+        name="lab3",
+        notebook=PROJECT_ROOT / "source" / "lab3" / "lab3_nuclei_segmentation.ipynb",
+        budget_seconds=600,
+        caveat=LAB3_CAVEAT,
+        prepare_lab_data=prepare_lab3_data,
+        prepare_grading_data=prepare_lab3_grading_data,
+        parse_output=parse_lab3_output,
+        describe_run=describe_lab3_run,
+        summarize_results=summarize_lab3_results,
     ),
     "lab4": Lab(
         name="lab4",
@@ -820,6 +920,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pneumoniamnist", type=Path, default=SHARED_PNEUMONIAMNIST,
                         help="Lab 2: the real pneumoniamnist.npz that lab mode links to (read only; "
                              "default: %(default)s)")
+    parser.add_argument("--dsb2018", type=Path, default=SHARED_DSB2018,
+                        help="Lab 3: the prepared dsb2018_96.zip that lab mode links to (read only; default: %(default)s)")
+
     parser.add_argument("--chembl-dir", type=Path, default=SHARED_CHEMBL,
                         help="Lab 4: the folder holding CHEMBL<target>_cl.csv (read only; default: the offline copy)")
     parser.add_argument("--shared-data", type=Path, default=SHARED_DATA,
@@ -867,6 +970,8 @@ def main(argv=None) -> int:
     }
     if lab.name == "lab2":
         results["settings"]["pneumoniamnist"] = str(args.pneumoniamnist)
+    if lab.name == "lab3":
+        results["settings"]["dsb2018"] = str(args.dsb2018)
     report(f"{lab.name}: {results['machine']['notebook']}")
     report(f"machine: {results['machine']['nproc']} CPUs ({results['machine']['cpu_model']}), "
            f"{results['machine']['ram_gib']} GiB, Python {results['machine']['python']}, "
@@ -875,8 +980,11 @@ def main(argv=None) -> int:
 
     try:
         if not args.skip_lab:
-            report(f"preparing the lab-mode data: MedNIST stand-in of {args.images_per_class} images per class "
-                   f"({6 * args.images_per_class} images; real MedNIST has {REAL_MEDNIST_IMAGES}) ...")
+            if lab.name == "lab3":
+                report(f"preparing the lab-mode data: the real DSB2018 from {args.dsb2018} ...")
+            else:
+                report(f"preparing the lab-mode data: MedNIST stand-in of {args.images_per_class} images per class "
+                       f"({6 * args.images_per_class} images; real MedNIST has {REAL_MEDNIST_IMAGES}) ...")
             try:
                 lab_data = lab.prepare_lab_data(args)
             except LabDataUnavailable as error:
@@ -886,7 +994,7 @@ def main(argv=None) -> int:
             if lab_data is not None:
                 results["lab_data"] = lab_data
                 report(f"  {lab_data['data_dir']} ready in {lab_data['seconds']:.1f} s (not part of the timings)")
-                for key in ("mednist", "pneumoniamnist", "chembl"):
+                for key in ("mednist", "pneumoniamnist", "chembl", "dsb2018"):
                     if key in lab_data:
                         report(f"  {lab_data[key]}")
                 results["lab"] = []
@@ -944,8 +1052,9 @@ def main(argv=None) -> int:
     if results.get("lab"):
         lab_median = summaries["lab mode (whole notebook)"]["median"]
         verdict = "within" if lab_median <= lab.budget_seconds else "OVER"
-        report(f"\nlab mode: median {lab_median:.1f} s, {verdict} the {lab.budget_seconds} s budget "
-               f"(MedNIST stand-in of {6 * args.images_per_class} images; data generation excluded)")
+        data_text = ("real DSB2018, 670 images" if lab.name == "lab3"
+                     else f"MedNIST stand-in of {6 * args.images_per_class} images; data generation excluded")
+        report(f"\nlab mode: median {lab_median:.1f} s, {verdict} the {lab.budget_seconds} s budget ({data_text})")
         overhead = statistics.median(r["overhead_seconds"] for r in results["lab"])
         report(f"slowest lab-mode cells (median over {len(results['lab'])} run(s); "
                f"kernel start/stop and nbclient add {overhead:.1f} s):")

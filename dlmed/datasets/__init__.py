@@ -1,7 +1,7 @@
 """The workshop's data sets: one module per data set, all with the same small surface.
 
 Every data module (:mod:`~dlmed.datasets.mednist`, :mod:`~dlmed.datasets.pneumoniamnist`,
-:mod:`~dlmed.datasets.mura`) offers
+:mod:`~dlmed.datasets.mura`, :mod:`~dlmed.datasets.dsb2018`) offers
 
 - ``find(root=None)``: the data if it is already in the data folder, else ``None`` (never
   downloads or writes);

@@ -14,6 +14,7 @@ lines tell a student how to go on.
 import dataclasses
 import shutil
 from pathlib import Path
+from typing import Optional
 from urllib.parse import urlparse
 from urllib.request import url2pathname
 
@@ -26,23 +27,25 @@ class Remote:
 
     Attributes:
         url: the canonical address (``https://...``; ``file://...`` is copied).
-        checksum: ``"md5:<hex>"`` or ``"sha256:<hex>"``, as pooch writes it.
+        checksum: ``"md5:<hex>"`` or ``"sha256:<hex>"``, as pooch writes it; ``None`` where
+            the publisher gives none and none could be taken here (the data module then
+            checks the file's content instead, e.g. ``dsb2018``).
         filename: the file's name in the data folder.
     """
 
     url: str
-    checksum: str
+    checksum: Optional[str]
     filename: str
 
     @property
     def algorithm(self) -> str:
-        """The checksum's algorithm, e.g. ``"md5"``."""
-        return self.checksum.split(":", 1)[0]
+        """The checksum's algorithm, e.g. ``"md5"`` (``"sha256"`` when there is no checksum)."""
+        return self.checksum.split(":", 1)[0] if self.checksum else "sha256"
 
     @property
-    def digest(self) -> str:
-        """The checksum's hexadecimal value."""
-        return self.checksum.split(":", 1)[1]
+    def digest(self) -> Optional[str]:
+        """The checksum's hexadecimal value, or ``None`` when none is known."""
+        return self.checksum.split(":", 1)[1] if self.checksum else None
 
 
 def file_checksum(path: Path, algorithm: str) -> str:
@@ -53,12 +56,20 @@ def file_checksum(path: Path, algorithm: str) -> str:
 
 
 def matches(remote: Remote, path: Path) -> bool:
-    """True if the file at ``path`` has the checksum ``remote`` publishes."""
+    """True if the file at ``path`` has the checksum ``remote`` publishes (always, when none is known)."""
+    if remote.checksum is None:
+        return True
     return file_checksum(path, remote.algorithm) == remote.digest
 
 
 def by_hand(remote: Remote, root: Path) -> str:
     """Lines saying how to download ``remote`` on another machine and where to put it."""
+    if remote.checksum is None:
+        return (
+            f"  To get it by hand: on a machine with internet, download\n"
+            f"    {remote.url}\n"
+            f"  and copy it as {remote.filename} into {root} (its content is checked when it is read)"
+        )
     return (
         f"  To get it by hand: on a machine with internet, download\n"
         f"    {remote.url}\n"

@@ -701,6 +701,8 @@ def _kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
         "HOME": folders["home"], "TMPDIR": "/tmp" if job["isolation"] in _PRIVATE_TMP else folders["base"],
         "MPLCONFIGDIR": folders["mplconfig"], "IPYTHONDIR": folders["ipython"],
         "DLMED_DATA": job["data_dir"], "PYTHONDONTWRITEBYTECODE": "1",
+        # The kernel's uid has no passwd entry: getpass.getuser() (MONAI calls it on import) reads these first.
+        "USER": "student", "LOGNAME": "student",
     })
     return env
 

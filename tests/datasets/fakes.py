@@ -3,6 +3,7 @@
 import io
 import shutil
 import tarfile
+import zipfile
 from pathlib import Path
 from typing import Optional
 
@@ -10,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from dlmed import datasets
-from dlmed.datasets import chembl, citeseer, mednist, moleculenet, mura, pneumoniamnist
+from dlmed.datasets import chembl, citeseer, dsb2018, mednist, moleculenet, mura, pneumoniamnist
 
 
 def jpeg_bytes(value: int) -> bytes:
@@ -144,3 +145,46 @@ def place_real_looking_moleculenet(root: Path) -> dict:
     """The three tables in the data folder ``root``, as ``find`` returns them."""
     write_fake_moleculenet_files(root)
     return moleculenet.find(root)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A PNG of a uint8 array (H, W), (H, W, 3) or (H, W, 4)."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+#: The image ids of the fake DSB2018 files (not sorted here on purpose: the module sorts them).
+FAKE_DSB2018_IDS = ("c3f", "0a1", "b27")
+
+
+def write_fake_stage1_train(path: Path) -> Path:
+    """A small zip with the layout of BBBC038's stage1_train.zip: per id, an image (grey, RGB or RGBA,
+    not 96x96) and two nucleus masks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    shapes = {"c3f": (120, 100), "0a1": (100, 130, 3), "b27": (110, 90, 4)}
+    with zipfile.ZipFile(path, "w") as archive:
+        for image_id in FAKE_DSB2018_IDS:
+            shape = shapes[image_id]
+            archive.writestr(f"{image_id}/images/{image_id}.png",
+                             png_bytes(rng.integers(0, 256, size=shape, dtype=np.uint8)))
+            for number, (top, left) in enumerate([(10, 10), (50, 40)]):
+                mask = np.zeros(shape[:2], dtype=np.uint8)
+                mask[top:top + 30, left:left + 25] = 255
+                archive.writestr(f"{image_id}/masks/m{number}.png", png_bytes(mask))
+    return path
+
+
+def write_fake_dsb2018_96_zip(path: Path) -> Path:
+    """A small zip with the prepared 96x96 layout of the course's dsb2018_96.zip (random pixels)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    with zipfile.ZipFile(path, "w") as archive:
+        for image_id in FAKE_DSB2018_IDS:
+            archive.writestr(f"{dsb2018.FOLDER}/images/{image_id}.png",
+                             png_bytes(rng.integers(0, 256, size=(96, 96, 3), dtype=np.uint8)))
+            mask = np.zeros((96, 96), dtype=np.uint8)
+            mask[20:50, 30:70] = 255
+            archive.writestr(f"{dsb2018.FOLDER}/masks/0/{image_id}.png", png_bytes(mask))
+    return path
