@@ -34,7 +34,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from dlmed.datasets import PathLike, data_dir, stand_in_settings
-from dlmed.datasets._download import Remote, by_hand, download, file_checksum, unavailable
+from dlmed.datasets._download import Remote, by_hand, download, file_checksum
 from dlmed.datasets._standin import build_folder, write_marker
 
 NAME = "DSB2018"

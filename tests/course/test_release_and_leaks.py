@@ -2,7 +2,6 @@
 
 import html
 import re
-from pathlib import Path
 
 import nbformat
 import pytest

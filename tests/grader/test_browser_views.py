@@ -13,7 +13,6 @@ stops it.
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
