@@ -89,6 +89,12 @@ def _shadowing_overrides(obj):
     }
 
 
+# Methods that one library adds to another's class the first time it is used, as
+# {(class path, name): package that adds it}: accepted when the value comes from that package.
+# transformers 5 adds torch.nn.Module.smart_apply when it builds its first model (Lab 6).
+LIBRARY_ADDITIONS = {("torch.nn.Module", "smart_apply"): "transformers"}
+
+
 def _from_library(value, prefixes, package=None) -> bool:
     """True for a function, class or module defined in an installed library (not in the notebook).
 
@@ -265,7 +271,8 @@ class _Snapshot:
                 setattr(owner, name, value)
         if remove_added:
             for name in [n for n in current if n not in namespace]:
-                if self._library(current[name], package):
+                adder = LIBRARY_ADDITIONS.get((label, name))
+                if self._library(current[name], package) or (adder and self._library(current[name], adder)):
                     namespace[name] = current[name]
                     continue
                 found.append(f"{label}.{name} was added")

@@ -67,6 +67,11 @@ _SCRIPT_SCHEME = re.compile(
 _AUTOLINK = re.compile(r"<((?:https?|mailto):[^\s<>]+)>", re.IGNORECASE)
 # Inline and display math, where "a<b" is a formula, not a tag.
 _MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$", re.DOTALL)
+# An inline code span on one line (`x < y`, ``a`b``): markdown shows its content as text, so a
+# "<" there is no tag. Conservative on purpose: a backtick after a backslash (an escaped one)
+# or a span over several lines (which may be no span at all, e.g. in an indented code block)
+# is not taken as code, and is cleaned like the rest.
+_CODE_SPAN = re.compile(r"(?<![`\\])(`+)(?!`)[^\n]*?(?<!`)\1(?!`)")
 # Markdown images: ![alt](url ...) and reference definitions [id]: url
 _MARKDOWN_IMAGE = re.compile(r"(!\[[^\]]*\]\(\s*<?)([^)\s>]*)")
 _MARKDOWN_REFERENCE = re.compile(r"^(\s{0,3}\[[^\]]+\]:\s*<?)(\S+?)(>?)(\s|$)", re.MULTILINE)
@@ -129,7 +134,9 @@ def clean_markdown(source: str) -> str:
     commands. Where there is markup, nh3 cleans it; the ``>`` and ``&`` it escapes in plain
     text are put back (alone they cannot make a tag) so quotes and formulas still render.
     """
-    if _MARKUP.search(_MATH.sub("", _AUTOLINK.sub("", source))):  # autolinks and formulas alone are safe
+    # Autolinks, formulas and code spans alone are safe. Where markup is left outside them, the
+    # whole text is cleaned, spans included: a span that sits inside a tag is no span.
+    if _MARKUP.search(_MATH.sub("", _CODE_SPAN.sub("", _AUTOLINK.sub("", source)))):
         source = _AUTOLINK.sub(r"[\1](\1)", source)
         source = _MATH.sub(lambda formula: formula.group(0).replace("<", "&lt;"), source)
         source = clean_html(source).replace("&gt;", ">").replace("&amp;", "&")

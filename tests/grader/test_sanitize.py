@@ -45,7 +45,12 @@ def test_clean_html_leaves_nothing_active(attack):
 
 @pytest.mark.parametrize("attack", ATTACKS + ["[x](javascript:alert(1))", "[x](JaVa\tScRiPt:alert(1))",
                                               "![p](/api/contents/x)", "[r]: /api/terminals\n\n![p][r]",
-                                              "$\\href{javascript:alert(1)}{x}$", "$\\require{begingroup}$"])
+                                              "$\\href{javascript:alert(1)}{x}$", "$\\require{begingroup}$",
+                                              # markup dressed as code spans that markdown does not read as code
+                                              "\\`<img src=x onerror=alert(1)>`", "``<img src=x onerror=alert(1)>`",
+                                              '<img alt="`" src=x onerror=alert(1) title="`">',
+                                              "    `x\n<img src=x onerror=alert(1)>\n    `",
+                                              "`a` <img src=x onerror=alert(1)> `b`"])
 def test_clean_markdown_leaves_nothing_active(attack):
     """Written answers lose active markup, script links, remote images and MathJax's dangerous commands."""
     cleaned = clean_markdown("My answer:\n\n" + attack)
@@ -60,6 +65,7 @@ def test_clean_markdown_leaves_nothing_active(attack):
     "See <https://stanfordmlgroup.github.io/competitions/mura/> and [the paper](https://arxiv.org/abs/1712.06957).",
     "![my plot](attachment:plot.png)",
     "`x = a & b` and **bold** and a table:\n\n| a | b |\n|---|---|\n| 1 | 2 |",
+    "while `step < warmup_steps`; `stratify=<labels of kept>` and ``a`<b>`` (code spans show text, not tags)",
 ])
 def test_clean_markdown_keeps_ordinary_answers(text):
     """Markdown without markup (quotes, math, autolinks, attachments, tables) comes back unchanged."""
