@@ -129,6 +129,8 @@ LAB2_CAVEAT = (
 LAB3_UNET_LINE = re.compile(r"^validation IoU, pooled: ([\d.]+); mean per image: ([\d.]+); mean Dice per image: ([\d.]+)$", re.MULTILINE)
 LAB3_MONAI_LINE = re.compile(r"^MONAI U-Net: validation IoU, pooled: ([\d.]+)$", re.MULTILINE)
 LAB3_TTA_LINE = re.compile(r"^validation IoU, pooled: one prediction ([\d.]+), TTA mean ([\d.]+)$", re.MULTILINE)
+LAB3_TIME_LINES = re.compile(r"^(MONAI U-Net: )?training took (\d+) s$", re.MULTILINE)
+LAB3_MONAI_EPOCHS_LINE = re.compile(r"^MONAI U-Net: [\d,]+ parameters, (\d+) epochs in about the", re.MULTILINE)
 LAB3_COUNT_LINE = re.compile(r"^median absolute count error ([\d.]+) nuclei per image; exact count on (\d+)% of the images$", re.MULTILINE)
 LAB3_CAVEAT = (
     "The IoUs are on the REAL DSB2018 (BBBC038 stage1_train at 96x96, the offline copy), "
@@ -599,6 +601,11 @@ def parse_lab3_output(text: str) -> dict:
     tta = LAB3_TTA_LINE.search(text)
     if tta:
         result["tta_validation_iou_pooled"] = float(tta.group(2))
+    for monai_prefix, seconds in LAB3_TIME_LINES.findall(text):
+        result["monai_training_seconds" if monai_prefix else "unet_training_seconds"] = int(seconds)
+    epochs = LAB3_MONAI_EPOCHS_LINE.search(text)
+    if epochs:
+        result["monai_epochs"] = int(epochs.group(1))
     count = LAB3_COUNT_LINE.search(text)
     if count:
         result["count"] = {"median_absolute_error": float(count.group(1)), "exact_percent": int(count.group(2))}
@@ -607,9 +614,12 @@ def parse_lab3_output(text: str) -> dict:
 
 
 def describe_lab3_run(run: dict) -> str:
-    unet = run.get("unet_validation", {})
-    return (f"validation IoU (pooled, {run.get('data')}): your U-Net {unet.get('iou_pooled')}, "
-            f"with TTA {run.get('tta_validation_iou_pooled')}, MONAI UNet {run.get('monai_validation_iou_pooled')}")
+    unet, count = run.get("unet_validation", {}), run.get("count", {})
+    return (f"validation IoU (pooled, {run.get('data')}): your U-Net {unet.get('iou_pooled')} "
+            f"(trained {run.get('unet_training_seconds')} s), with TTA {run.get('tta_validation_iou_pooled')}, "
+            f"MONAI UNet {run.get('monai_validation_iou_pooled')} ({run.get('monai_epochs')} epochs, "
+            f"{run.get('monai_training_seconds')} s); nuclei count: median absolute error "
+            f"{count.get('median_absolute_error')}, exact on {count.get('exact_percent')}% of the validation images")
 
 
 def summarize_lab3_results(runs: List[dict]) -> List[str]:
@@ -764,7 +774,9 @@ def cell_output_text(cell) -> str:
             parts.append(output.get("text", ""))
         elif output.get("output_type") in ("execute_result", "display_data"):
             parts.append(output.get("data", {}).get("text/plain", ""))
-    return "".join(parts)
+    # A figure's "<Figure ...>" has no line end: without one here, a line printed after it would
+    # not start a line, and the ^-anchored result patterns would miss it (Lab 3's count line).
+    return "\n".join(parts)
 
 
 def execute_notebook(lab: Lab, mode: str, data_dir: str, cell_timeout: int) -> dict:
