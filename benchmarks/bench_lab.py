@@ -1087,6 +1087,8 @@ def main(argv=None) -> int:
         if not args.skip_lab:
             if lab.name == "lab3":
                 report(f"preparing the lab-mode data: the real DSB2018 from {args.dsb2018} ...")
+            elif lab.name in ("lab4", "lab5", "lab6"):
+                report("preparing the lab-mode data: links to the real data (read-only offline copies) ...")
             else:
                 report(f"preparing the lab-mode data: MedNIST stand-in of {args.images_per_class} images per class "
                        f"({6 * args.images_per_class} images; real MedNIST has {REAL_MEDNIST_IMAGES}) ...")
