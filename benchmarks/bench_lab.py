@@ -1,4 +1,4 @@
-"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, ``lab2``, ``lab3``, ``lab4`` or ``lab5``).
+"""Time a lab's solution notebook three ways and report medians (``--lab lab1``, the default, ``lab2`` ... ``lab6``).
 
 1. lab      The solution notebook executed top to bottom with nbclient, as a student runs
             it (NBGRADER_EXECUTION unset, so the full lab configuration), against a
@@ -46,7 +46,8 @@ Examples (from the course root)::
 
 Lab 5 runs lab mode on the real CiteSeer, ESOL, FreeSolv and Tox21 (symlinks to
 ``--shared-data``, by default the read-only offline copies in ../shared/data) and grading
-mode on the stand-ins it makes for grading.
+mode on the stand-ins it makes for grading. Lab 6 likewise: lab mode on the real GAD fold 1
+(``gad-biobert/``) and UCI splice junctions (``uci-splice.data``), grading mode on stand-ins.
 """
 
 import argparse
@@ -74,7 +75,7 @@ sys.path.insert(0, str(PROJECT_ROOT))  # so that `dlmed` imports without install
 
 from dlmed import course  # noqa: E402  (needs the sys.path entry above)
 from dlmed.config import GRADING_LIMITS  # noqa: E402
-from dlmed.datasets import chembl, citeseer, dsb2018, mednist, moleculenet, mura, pneumoniamnist  # noqa: E402
+from dlmed.datasets import chembl, citeseer, dsb2018, gad, mednist, moleculenet, mura, pneumoniamnist, splice  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 #: Real MedNIST: 58,954 images in six classes.
@@ -162,6 +163,20 @@ LAB5_TOX21_LINE = re.compile(r"^mean test ROC AUC over (\d+) assays: ([\d.]+)$",
 LAB5_CAVEAT = (
     "All Lab 5 figures are on the REAL data from the offline mirror (CiteSeer Planetoid split; "
     "ESOL, FreeSolv and Tox21 from MoleculeNet), one run of the notebook with its fixed seeds."
+)
+
+# Lab 6's printed results.
+LAB6_F1_LINE = re.compile(r"^GAD test F1 \(deduplicated, (\d+) sentences\): TF-IDF \+ logistic regression ([\d.]+), "
+                          r"your encoder ([\d.]+)$", re.MULTILINE)
+LAB6_BERT_LINE = re.compile(r"^GAD test F1 of the BERT model \((.+)\): ([\d.]+)$", re.MULTILINE)
+LAB6_SPLICE_LINE = re.compile(r"test accuracy ([\d.]+) on (\d+) distinct sequences")
+LAB6_CONSENSUS_LINE = re.compile(r"^(EI|IE): most important base at -2, -1, \+1, \+2: (.+)$", re.MULTILINE)
+#: Lab 6: the test accuracy on the deduplicated splice junctions that lab mode should reach.
+SPLICE_ACCURACY_TARGET = 0.95
+LAB6_CAVEAT = (
+    "All Lab 6 figures are on the REAL data from the offline mirror (GAD fold 1 of BioBERT's folds, "
+    "deduplicated; UCI splice junctions, deduplicated), one run of the notebook with its fixed seeds. "
+    "No pretrained BERT is available here: the BERT model is a small one trained from scratch."
 )
 
 
@@ -398,6 +413,36 @@ def prepare_lab5_grading_data(data_root: Path) -> dict:
     moleculenet.make_synthetic(data_dir)
     if citeseer.find(data_dir) is not None or moleculenet.find(data_dir) is not None:
         raise RuntimeError(f"{data_dir} holds real Lab 5 data; grading mode would use it instead of the stand-ins")
+    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": 0}
+
+
+def prepare_lab6_data(args: argparse.Namespace) -> dict:
+    """A data dir with symlinks to the real GAD folds and the splice file (read, never written)."""
+    shared = Path(args.shared_data).resolve()
+    sources = {gad.FOLDER: shared / gad.FOLDER, splice.REMOTE.filename: shared / splice.REMOTE.filename}
+    missing = [str(path) for path in sources.values() if not path.exists()]
+    if missing:
+        raise LabDataUnavailable(
+            f"Lab 6's lab mode runs on the real data, and {', '.join(missing)} is not there. Pass --shared-data "
+            f"PATH to a folder holding {gad.FOLDER}/ and {splice.REMOTE.filename}.")
+    data_dir = args.data_root / "lab6-real"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name, target in sources.items():
+        _symlink(data_dir / name, target)
+    if gad.find(data_dir) is None or splice.find(data_dir) is None:
+        raise RuntimeError(f"{data_dir}: the data modules do not find the linked files")
+    return {"data_dir": str(data_dir), "seconds": 0.0, "images": 0,
+            "data": {name: str(target) for name, target in sources.items()}}
+
+
+def prepare_lab6_grading_data(data_root: Path) -> dict:
+    """A data dir holding the GAD and splice stand-ins grading mode makes (made here, not timed)."""
+    data_dir = data_root / "lab6-grading"
+    started = time.perf_counter()
+    gad.make_synthetic(data_dir)
+    splice.make_synthetic(data_dir)
+    if gad.find(data_dir) is not None or splice.find(data_dir) is not None:
+        raise RuntimeError(f"{data_dir} holds real Lab 6 data; grading mode would use it instead of the stand-ins")
     return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": 0}
 
 
@@ -686,6 +731,55 @@ def summarize_lab5_results(runs: List[dict]) -> List[str]:
     return lines
 
 
+def parse_lab6_output(text: str) -> dict:
+    result = {"synthetic": "dlmed: using the SYNTHETIC" in text}
+    f1 = LAB6_F1_LINE.search(text)
+    if f1:
+        result["gad_f1"] = {"test_sentences": int(f1.group(1)), "tfidf_logreg": float(f1.group(2)),
+                            "encoder": float(f1.group(3))}
+    bert = LAB6_BERT_LINE.search(text)
+    if bert:
+        result["gad_f1_bert"] = {"model": bert.group(1), "f1": float(bert.group(2))}
+    accuracy = LAB6_SPLICE_LINE.search(text)
+    if accuracy:
+        result["splice_test_accuracy"] = {"value": float(accuracy.group(1)), "sequences": int(accuracy.group(2))}
+    consensus = dict(LAB6_CONSENSUS_LINE.findall(text))
+    if consensus:
+        result["consensus"] = consensus
+    return result
+
+
+def describe_lab6_run(run: dict) -> str:
+    parts = []
+    if "gad_f1" in run:
+        parts.append(f"GAD F1 TF-IDF+LR {run['gad_f1']['tfidf_logreg']:.3f}, encoder {run['gad_f1']['encoder']:.3f}")
+    if "gad_f1_bert" in run:
+        parts.append(f"BERT {run['gad_f1_bert']['f1']:.3f}")
+    if "splice_test_accuracy" in run:
+        parts.append(f"splice test accuracy {run['splice_test_accuracy']['value']:.3f}")
+    return "; ".join(parts) or "no results printed"
+
+
+def summarize_lab6_results(runs: List[dict]) -> List[str]:
+    lines = []
+    for run in runs:
+        if "gad_f1" in run:
+            f1 = run["gad_f1"]
+            lines.append(f"GAD fold 1, deduplicated ({f1['test_sentences']} test sentences): F1 TF-IDF + logistic "
+                         f"regression {f1['tfidf_logreg']:.3f}, from-scratch encoder {f1['encoder']:.3f}; published "
+                         f"BioBERT {gad.PUBLISHED_BIOBERT['f1'] / 100:.4f} (10 folds, with duplicates; not re-read here)")
+        if "gad_f1_bert" in run:
+            lines.append(f"GAD F1 of the BERT model ({run['gad_f1_bert']['model']}): {run['gad_f1_bert']['f1']:.3f}")
+        if "splice_test_accuracy" in run:
+            value = run["splice_test_accuracy"]["value"]
+            verdict = "meets" if value >= SPLICE_ACCURACY_TARGET else "is BELOW"
+            lines.append(f"splice junctions: test accuracy {value:.3f} on {run['splice_test_accuracy']['sequences']} "
+                         f"distinct sequences {verdict} the target {SPLICE_ACCURACY_TARGET}")
+        for name, bases in run.get("consensus", {}).items():
+            lines.append(f"  {name}: {bases}")
+    return lines
+
+
 LABS = {
     "lab1": Lab(
         name="lab1",
@@ -741,6 +835,17 @@ LABS = {
         parse_output=parse_lab5_output,
         describe_run=describe_lab5_run,
         summarize_results=summarize_lab5_results,
+    ),
+    "lab6": Lab(
+        name="lab6",
+        notebook=PROJECT_ROOT / "source" / "lab6" / "lab6_text_and_dna_sequences.ipynb",
+        budget_seconds=600,
+        caveat=LAB6_CAVEAT,
+        prepare_lab_data=prepare_lab6_data,
+        prepare_grading_data=prepare_lab6_grading_data,
+        parse_output=parse_lab6_output,
+        describe_run=describe_lab6_run,
+        summarize_results=summarize_lab6_results,
     ),
 }
 
@@ -994,6 +1099,8 @@ def main(argv=None) -> int:
         if not args.skip_lab:
             if lab.name == "lab3":
                 report(f"preparing the lab-mode data: the real DSB2018 from {args.dsb2018} ...")
+            elif lab.name in ("lab4", "lab5", "lab6"):
+                report("preparing the lab-mode data: links to the real data (read-only offline copies) ...")
             else:
                 report(f"preparing the lab-mode data: MedNIST stand-in of {args.images_per_class} images per class "
                        f"({6 * args.images_per_class} images; real MedNIST has {REAL_MEDNIST_IMAGES}) ...")
@@ -1065,6 +1172,7 @@ def main(argv=None) -> int:
         lab_median = summaries["lab mode (whole notebook)"]["median"]
         verdict = "within" if lab_median <= lab.budget_seconds else "OVER"
         data_text = ("real DSB2018, 670 images" if lab.name == "lab3"
+                     else "the real data sets, linked read-only" if lab.name in ("lab4", "lab5", "lab6")
                      else f"MedNIST stand-in of {6 * args.images_per_class} images; data generation excluded")
         report(f"\nlab mode: median {lab_median:.1f} s, {verdict} the {lab.budget_seconds} s budget ({data_text})")
         overhead = statistics.median(r["overhead_seconds"] for r in results["lab"])

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from dlmed import datasets
-from dlmed.datasets import chembl, citeseer, dsb2018, mednist, moleculenet, mura, pneumoniamnist
+from dlmed.datasets import chembl, citeseer, dsb2018, gad, mednist, moleculenet, mura, pneumoniamnist, splice
 
 
 def jpeg_bytes(value: int) -> bytes:
@@ -188,3 +188,44 @@ def write_fake_dsb2018_96_zip(path: Path) -> Path:
             mask[20:50, 30:70] = 255
             archive.writestr(f"{dsb2018.FOLDER}/masks/0/{image_id}.png", png_bytes(mask))
     return path
+
+
+#: Sentences of the fake GAD fold (made up; the repeat across train and test is deliberate, as in GAD).
+FAKE_GAD_TRAIN = (("@GENE$ was associated with @DISEASE$ .", 1), ("no link between @GENE$ and @DISEASE$ .", 0),
+                  ("@GENE$ raises the risk of @DISEASE$ .", 1), ("@GENE$ did not affect @DISEASE$ .", 0),
+                  ("@GENE$ was associated with @DISEASE$ .", 1))
+FAKE_GAD_TEST = (("@GENE$ was associated with @DISEASE$ .", 1), ("@GENE$ and @DISEASE$ were unrelated .", 0),
+                 ("@GENE$ predisposes to @DISEASE$ .", 1))
+
+
+def write_fake_gad_files(folder: Path) -> Path:
+    """A fold's ``train.tsv`` (no header) and ``test.tsv`` (header) in GAD's format, in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text("".join(f"{s}\t{label}\n" for s, label in FAKE_GAD_TRAIN), encoding="utf-8")
+    (folder / "test.tsv").write_text("index\tsentence\tlabel\n" + "".join(
+        f"{i}\t{s}\t{label}\n" for i, (s, label) in enumerate(FAKE_GAD_TEST)), encoding="utf-8")
+    return folder
+
+
+def place_real_looking_gad(root: Path) -> Path:
+    """Fold 1 of GAD (fake content) at ``root/gad-biobert/1``; returns that folder."""
+    return write_fake_gad_files(root / gad.FOLDER / str(gad.DEFAULT_FOLD))
+
+
+#: Rows of the fake splice file: (class, name, sequence of 60 letters); one ambiguity code, one repeat.
+FAKE_SPLICE_ROWS = (("EI", "FAKE-1", "CAGGTAAGT" * 6 + "ACGTAC"), ("IE", "FAKE-2", "TTTCCCTAG" * 6 + "GATCCA"),
+                    ("N", "FAKE-3", "ACGTTGCA" * 7 + "ACGT"), ("N", "FAKE-4", "ACGTTGCA" * 7 + "ACGT"),
+                    ("EI", "FAKE-5", "CAGGTRAGT" * 6 + "ACGTAC"), ("IE", "FAKE-6", "TTCCTTCAG" * 6 + "GGATCC"))
+
+
+def write_fake_splice_file(path: Path) -> Path:
+    """A small file in the format of UCI's splice.data (padding spaces and all)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{label},{' ' * 6}{name},{' ' * 6}{seq}\n" for label, name, seq in FAKE_SPLICE_ROWS),
+                    encoding="ascii")
+    return path
+
+
+def place_real_looking_splice(root: Path) -> Path:
+    """The splice file (fake content) in a data folder; returns its path."""
+    return write_fake_splice_file(root / splice.REMOTE.filename)

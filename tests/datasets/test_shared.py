@@ -27,20 +27,27 @@ import torch
 
 from dlmed import datasets
 from dlmed.config import RunConfig
-from dlmed.datasets import (DataUnavailableError, chembl, citeseer, data_dir, dsb2018, is_synthetic, mednist,
-                            moleculenet, mura, pneumoniamnist, subset_per_class)
+from dlmed.datasets import (DataUnavailableError, chembl, citeseer, data_dir, dsb2018, gad, is_synthetic, mednist,
+                            moleculenet, mura, pneumoniamnist, splice, subset_per_class)
 from tests.datasets.fakes import (
     FAKE_DSB2018_IDS,
+    FAKE_GAD_TEST,
+    FAKE_GAD_TRAIN,
+    FAKE_SPLICE_ROWS,
     extract_fake_mednist,
     place_fake_chembl,
     place_real_looking_citeseer,
+    place_real_looking_gad,
     place_real_looking_moleculenet,
     place_real_looking_mura,
+    place_real_looking_splice,
     write_fake_chembl_csv,
     write_fake_citeseer_files,
     write_fake_dsb2018_96_zip,
+    write_fake_gad_files,
     write_fake_mednist_archive,
     write_fake_moleculenet_files,
+    write_fake_splice_file,
     write_fake_stage1_train,
     write_pneumonia_npz,
 )
@@ -168,6 +175,43 @@ def _moleculenet_grading_stand_in(tables: dict, root: Path) -> None:
     assert [p.name for p in root.iterdir()] == [moleculenet.SYNTHETIC_FOLDER]
 
 
+def _check_gad(folder: Path) -> None:
+    tables = gad.load(folder.parent.parent, allow_download=False, show_progress=False)
+    assert list(tables) == ["train", "test"]
+    assert tables["train"]["label"].tolist() == [label for _, label in FAKE_GAD_TRAIN]
+    assert tables["test"]["sentence"].tolist() == [s for s, _ in FAKE_GAD_TEST]
+
+
+def _gad_grading(tables: dict, synthetic: bool) -> None:
+    assert list(tables) == ["train", "test"]
+    for part, table in tables.items():
+        assert list(table.columns) == ["sentence", "label"] and table.attrs["synthetic"] is synthetic
+        assert 2 <= len(table) <= 2 * gad.GRADING_PER_LABEL[part] and set(table["label"]) == {0, 1}
+        assert table["sentence"].str.contains(gad.GENE, regex=False).all()
+
+
+def _gad_grading_stand_in(tables: dict, root: Path) -> None:
+    _gad_grading(tables, synthetic=True)
+    assert [p.name for p in root.iterdir()] == [gad.SYNTHETIC_FOLDER] and is_synthetic(root / gad.SYNTHETIC_FOLDER)
+
+
+def _check_splice(path: Path) -> None:
+    table = splice.load(path.parent, allow_download=False, show_progress=False)
+    assert list(table.columns) == ["label", "name", "sequence"]
+    assert table["sequence"].tolist() == [seq for _, _, seq in FAKE_SPLICE_ROWS]
+
+
+def _splice_grading(table, synthetic: bool) -> None:
+    assert list(table.columns) == ["label", "name", "sequence"] and table.attrs["synthetic"] is synthetic
+    assert set(table["label"]) == set(splice.CLASSES) and (table["sequence"].str.len() == splice.LENGTH).all()
+    assert len(table) <= 3 * splice.GRADING_PER_CLASS + 3
+
+
+def _splice_grading_stand_in(table, root: Path) -> None:
+    _splice_grading(table, synthetic=True)
+    assert [p.name for p in root.iterdir()] == [splice.SYNTHETIC_FOLDER]
+
+
 @dataclasses.dataclass
 class Case:
     """One data module and how to make its data here."""
@@ -220,6 +264,12 @@ CASES = [
          lambda root: moleculenet.make_synthetic(root), _moleculenet_grading_stand_in,
          lambda tables, real: _check_moleculenet_grading(tables), 4,
          after_download=tuple(remote.filename for remote in moleculenet.REMOTES.values())),
+    Case(gad, write_fake_gad_files, place_real_looking_gad, _check_gad, lambda root: gad.make_synthetic(root),
+         _gad_grading_stand_in, lambda tables, real: _gad_grading(tables, synthetic=False), 5,
+         after_download=(gad.FOLDER,), download_folder=f"{gad.FOLDER}/{gad.DEFAULT_FOLD}"),
+    Case(splice, write_fake_splice_file, place_real_looking_splice, _check_splice, lambda root: splice.make_synthetic(root),
+         _splice_grading_stand_in, lambda table, real: _splice_grading(table, synthetic=False), 5,
+         after_download=(splice.REMOTE.filename,)),
 ]
 DOWNLOADABLE = [case for case in CASES if case.serve is not None]
 
