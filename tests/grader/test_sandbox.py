@@ -205,6 +205,7 @@ def test_guard_accepts_a_library_changing_itself_but_not_another_library(tmp_pat
     assert "Error" not in outputs(result.notebook.cells[2])
 
 
+@pytest.mark.slow  # imports transformers in the sandbox's kernel
 @pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
 def test_guard_accepts_transformers_adding_smart_apply_but_not_a_student_addition(tmp_path, isolation):
     """transformers adding torch.nn.Module.smart_apply (guard.LIBRARY_ADDITIONS) is no tampering; another addition is."""
@@ -214,7 +215,7 @@ def test_guard_accepts_transformers_adding_smart_apply_but_not_a_student_additio
                "assert hasattr(torch.nn.Module, 'smart_apply'), 'this transformers does not add smart_apply'\n"
                "torch.nn.Module.shortcut = textwrap.dedent  # a library function the student attached: tampering\n")
     result = run_cells([_setup_cell("import torch\n" + _SETUP), new_code_cell(student), _test_cell("check(True)")],
-                       tmp_path, isolation, cell_timeout=60)
+                       tmp_path, isolation, cell_timeout=120, notebook_timeout=180, memory_bytes=4 * 2**30)
     assert "Error" not in outputs(result.notebook.cells[1]), outputs(result.notebook.cells[1])
     assert [(e["kind"], e["details"]) for e in result.events] == [
         ("tampering-undone", ["torch.nn.Module.shortcut was added"])], result.events
