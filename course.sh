@@ -4,6 +4,8 @@
 #                      solutions and the blank notebooks, print the score table
 #   ./course.sh test   set up, run the test suite (extra arguments go to pytest)
 #   ./course.sh grade LAB [options]   set up, grade every submission of LAB (dlmed grade)
+#   DLMED_VENV=.venv-student ./course.sh student   a student's environment: nbgrader without its
+#                      instructor extensions (Formgrader, Create Assignment, Course List)
 # Set-up: a virtual environment in .venv (or $DLMED_VENV) with the dlmed package and all
 # dependencies from pyproject.toml; it is (re)installed when pyproject.toml changes. On Linux,
 # bubblewrap too where it can be installed (see ensure_bubblewrap).
@@ -73,8 +75,26 @@ case "$command" in
         setup
         "$VENV/bin/dlmed" grade "$@"
         ;;
+    student)
+        # A student's environment: nbgrader stays (the Assignment List, Validate, pytest release/labN),
+        # its instructor parts are switched off in this environment only (--sys-prefix): the Create
+        # Assignment sidebar, the Formgrader and the Course List. Use a separate DLMED_VENV for it,
+        # not the instructor's.
+        setup
+        for plugin in formgrader create-assignment course-list; do
+            "$VENV/bin/jupyter" labextension disable --level=sys_prefix "@jupyter/nbgrader:$plugin" >/dev/null 2>&1
+            # Locked: JupyterLab 4.1+ would otherwise let a user switch a disabled plugin back on.
+            "$VENV/bin/jupyter" labextension lock --level=sys_prefix "@jupyter/nbgrader:$plugin" >/dev/null 2>&1
+        done
+        for extension in formgrader course_list; do
+            "$VENV/bin/jupyter" server extension disable --sys-prefix "nbgrader.server_extensions.$extension" >/dev/null 2>&1
+        done
+        echo "Student environment ready in $VENV (nbgrader's instructor extensions disabled):" \
+             "start JupyterLab with $VENV/bin/jupyter lab"
+        ;;
     *)
-        echo "usage: ./course.sh all | ./course.sh test [pytest arguments] | ./course.sh grade LAB [options]" >&2
+        echo "usage: ./course.sh all | ./course.sh test [pytest arguments] | ./course.sh grade LAB [options]" \
+             "| DLMED_VENV=.venv-student ./course.sh student" >&2
         exit 2
         ;;
 esac

@@ -1,14 +1,6 @@
 """nbgrader configuration for the workshop. Run nbgrader from this folder (the course root)."""
 
-from dlmed.course.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN, HideHiddenTests, StripSolutionMarkers
-from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
-from nbgrader.preprocessors import (
-    ClearMarkScheme,
-    ClearOutput,
-    GetGrades,
-    IncludeHeaderFooter,
-    LockCells,
-)
+from dlmed.course.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
 
@@ -34,13 +26,15 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Solutions: no hidden tests, no solution markers, and no execution (executing would run the
 # labs in lab mode, i.e. full training; solutions are handed out without outputs).
+# Preprocessors are named by import strings, never passed as classes: the Formgrader shows this
+# configuration as JSON ("Current configuration"), and classes there are not serialisable.
 c.GenerateSolution.preprocessors = [
-    IncludeHeaderFooter,
-    LockCells,
-    ClearOutput,
-    ClearMarkScheme,
-    HideHiddenTests,
-    StripSolutionMarkers,
+    "nbgrader.preprocessors.IncludeHeaderFooter",
+    "nbgrader.preprocessors.LockCells",
+    "nbgrader.preprocessors.ClearOutput",
+    "nbgrader.preprocessors.ClearMarkScheme",
+    "dlmed.course.grading.HideHiddenTests",
+    "dlmed.course.grading.StripSolutionMarkers",
 ]
 
 # Everything a student controls (outputs, written answers, metadata) reaches an instructor's
@@ -64,8 +58,12 @@ c.HTMLExporter.preprocessors = ["dlmed.course.grading.SanitizeStudentContent"]
 c.HTMLExporter.sanitize_html = True
 
 # Feedback HTML: no hidden test code, not even in tracebacks; student content made inert.
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, "dlmed.course.grading.SanitizeStudentContent",
-                                    CSSHTMLHeaderPreprocessor]
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "dlmed.course.grading.HideHiddenTests",
+    "dlmed.course.grading.SanitizeStudentContent",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]
 
 # `nbgrader zip_collect` (and `dlmed grade LAB --zip EXPORT.zip`): find student ids in the file
 # names of Canvas and Moodle zip exports (see dlmed.course.grading.lms_submission); set

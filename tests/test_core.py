@@ -231,6 +231,163 @@ def test_check_true():
     assert str(error_info.value) == message
 
 
+class LyingFloat(float):
+    """A float subclass that agrees with everything, as a hostile answer could return."""
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    def __lt__(self, other):
+        return True
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __sub__(self, other):
+        return 0.0
+
+    __rsub__ = __sub__
+    __hash__ = float.__hash__
+
+    def __float__(self):
+        return 0.5
+
+
+class LyingInt(int):
+    """An int subclass that agrees with everything."""
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    __hash__ = int.__hash__
+
+    def __int__(self):
+        return 64
+
+
+class LyingStr(str):
+    """A str subclass that agrees with everything."""
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    __hash__ = str.__hash__
+
+
+class LyingList(list):
+    """A list subclass that agrees with everything."""
+
+    def __eq__(self, other):
+        return True
+
+    def __ne__(self, other):
+        return False
+
+    def __iter__(self):
+        return iter([64, 64])
+
+
+def test_check_type_rejects_subclasses_of_numbers():
+    """Only the plain builtin type passes for float, int and str; NumPy's float64 counts as a float."""
+    checks.check_type(0.5, float, "accuracy")
+    checks.check_type(np.float64(0.5), float, "accuracy")
+    checks.check_type(True, int, "flag")
+    checks.check_type([1], list, "history")
+    for liar, kind in [(LyingFloat(0.5), float), (LyingInt(3), int), (LyingStr("a"), str)]:
+        with pytest.raises(AssertionError) as error_info:
+            checks.check_type(liar, kind, "answer")
+        assert_message_mentions(error_info, "answer", f"plain {kind.__name__}", type(liar).__name__)
+    with pytest.raises(AssertionError, match="plain float"):
+        checks.check_type(LyingFloat(0.5), (int, float), "answer")
+
+
+def test_check_each_type_names_the_element():
+    """check_each_type checks every element and says which one was wrong."""
+    checks.check_each_type([0.5, 1.0], float, "losses")
+    with pytest.raises(AssertionError) as error_info:
+        checks.check_each_type([0.5, torch.tensor(1.0)], float, "losses")
+    assert_message_mentions(error_info, "losses[1]", "float", "Tensor")
+    with pytest.raises(AssertionError, match=r"losses\[0\]"):
+        checks.check_each_type([LyingFloat(2.0)], float, "losses")
+    with pytest.raises(AssertionError, match="list or tuple"):
+        checks.check_each_type(torch.tensor([0.5]), float, "losses")
+
+
+def test_plain_reads_stored_values():
+    """plain() reads the stored number, never the subclass's own methods, also inside containers."""
+    assert type(checks.plain(LyingFloat(2.0))) is float and checks.plain(LyingFloat(2.0)) == 2.0
+    assert type(checks.plain(LyingInt(3))) is int and checks.plain(LyingInt(3)) == 3
+    assert type(checks.plain(LyingStr("x"))) is str
+    assert checks.plain(LyingList([1, 2])) == [1, 2]
+    assert checks.plain({"a": [np.int64(1), (LyingInt(2),)]}) == {"a": [1, (2,)]}
+    assert checks.plain({LyingInt(1)}) == {1}
+    with pytest.raises(TypeError):
+        checks.plain(object())
+
+
+def test_check_equal_and_close_ignore_lying_comparisons():
+    """Lying ==, != and - make no difference: the stored values are compared."""
+    with pytest.raises(AssertionError, match="expected 64, got 3"):
+        checks.check_equal(LyingInt(3), 64, "size")
+    checks.check_equal(LyingInt(64), 64, "size")  # the stored value is right
+    with pytest.raises(AssertionError):
+        checks.check_equal(LyingStr("Head"), "Hand", "class")
+    with pytest.raises(AssertionError):
+        checks.check_equal(LyingList([1, 2]), [64, 64], "list")
+    with pytest.raises(AssertionError):
+        checks.check_equal({"label": LyingInt(0)}, {"label": 1}, "parsed")
+    with pytest.raises(AssertionError):
+        checks.check_equal((1, 2), [1, 2], "a tuple is not a list")
+    with pytest.raises(AssertionError, match="expected 0.9"):
+        checks.check_close(LyingFloat(0.2), 0.9, "accuracy")
+    with pytest.raises(AssertionError):
+        checks.check_close([LyingFloat(0.2), 0.9], [0.9, 0.9], "losses")
+    with pytest.raises(AssertionError, match="got a object"):
+        checks.check_equal(object(), 3, "size")
+
+
+def test_check_equal_other_objects_by_type():
+    """Objects that are not plain values must have the expected type and be equal to it."""
+    checks.check_equal(torch.float16, torch.float16, "dtype")
+    checks.check_equal(None, None, "nothing")
+    checks.check_equal(int, int, "type of label")
+    with pytest.raises(AssertionError):
+        checks.check_equal(bool, int, "type of label")
+    with pytest.raises(AssertionError):
+        checks.check_equal(torch.float32, torch.float16, "dtype")
+    with pytest.raises(AssertionError):
+        checks.check_equal("float16", torch.float16, "dtype")
+
+    class AgreesWithEverything:
+        def __eq__(self, other):
+            return True
+
+    with pytest.raises(AssertionError):
+        checks.check_equal(AgreesWithEverything(), torch.float16, "dtype")
+    with pytest.raises(AssertionError):
+        checks.check_equal(AgreesWithEverything(), None, "nothing")
+
+
+def test_check_true_wants_a_real_bool():
+    """check_true takes bools (also NumPy and one-element torch ones) and refuses anything else."""
+    checks.check_true(np.bool_(True), "unused")
+    checks.check_true(torch.tensor(True), "unused")
+    with pytest.raises(AssertionError, match="went down"):
+        checks.check_true(torch.tensor(False), "went down")
+    with pytest.raises(AssertionError, match="not a bool"):
+        checks.check_true(LyingFloat(1.0) < 0.0 and LyingFloat(1.0), "went down")
+    with pytest.raises(AssertionError, match="not a bool"):
+        checks.check_true(1, "went down")
+
+
 # --- import -----------------------------------------------------------------------------
 
 

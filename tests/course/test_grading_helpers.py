@@ -153,3 +153,19 @@ def test_the_leak_check_sees_through_encodings():
     assert hidden_test_leaks("AssertionError: accuracy of 2 right out of 4: expected 0.5, got 50\n" + "ab" * 100,
                              secret, allowed="") == []
     assert hidden_test_leaks(line, secret, allowed=squash(line)) == [], "a line the student wrote too is no leak"
+
+
+def test_course_configuration_is_json_serialisable():
+    """nbgrader_config.py names preprocessors by import strings: the Formgrader shows it as JSON."""
+    import json
+
+    from traitlets.config import PyFileConfigLoader
+
+    from tests.conftest import PROJECT_ROOT
+
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(PROJECT_ROOT)).load_config()
+    json.dumps(config)  # a class in a preprocessor list raises TypeError here
+    for section, name in [("GenerateSolution", "preprocessors"), ("GenerateFeedback", "preprocessors"),
+                          ("Autograde", "autograde_preprocessors"), ("HTMLExporter", "preprocessors")]:
+        listed = config[section][name]
+        assert listed and all(isinstance(entry, str) for entry in listed), f"{section}.{name}: {listed}"

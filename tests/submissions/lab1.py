@@ -158,6 +158,27 @@ def count_parameters(model, trainable_only=True):
 }
 
 
+#: Number types whose comparisons and arithmetic say whatever the answer wants (issue 16, point 7).
+_LIARS = '''
+class AgreeableInt(int):
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __lt__(self, other): return True
+    __le__ = __gt__ = __ge__ = __lt__
+    __hash__ = int.__hash__
+
+class AgreeableFloat(float):
+    def __eq__(self, other): return True
+    def __ne__(self, other): return False
+    def __lt__(self, other): return True
+    __le__ = __gt__ = __ge__ = __lt__
+    def __sub__(self, other): return 0.0
+    __rsub__ = __sub__
+    def __abs__(self): return 0.0
+    __hash__ = float.__hash__
+'''
+
+
 def with_answers(base, **changes):
     """A copy of the answers ``base`` ({grade_id: code}) with some cells replaced."""
     return {**base, **changes}
@@ -293,6 +314,31 @@ class SmallCNN(nn.Module):
         ),
         zero=("test_ex2_fully_connected_shape_params_nonlinear", "test_ex4_train_model_matches_reference_loop",
               "test_ex9_small_cnn_shapes_and_size"),
+    ),
+    "mistakes_e": Submission(
+        "answers whose comparisons lie: an int subclass equal to everything for a wrong conv_output_size "
+        "(padding added once) and for a count_parameters that counts frozen parameters, a float subclass "
+        "for an accuracy in percent; the epoch losses kept as 0-d tensors",
+        with_answers(
+            ALTERNATIVE,
+            ex8_conv_output_size=_LIARS + '''
+def conv_output_size(input_size, kernel_size, stride=1, padding=0):
+    return AgreeableInt((input_size + padding - kernel_size) // stride + 1)  # padding added once
+''',
+            ex10_count_parameters=_LIARS + '''
+def count_parameters(model, trainable_only=True):
+    return AgreeableInt(sum(p.numel() for p in model.parameters()))  # frozen ones too
+''',
+            ex6_accuracy=_LIARS + '''
+def accuracy(probabilities, labels):
+    return AgreeableFloat(100 * (probabilities.argmax(dim=1) == labels).float().mean().item())
+''',
+            ex4_train_model=ALTERNATIVE["ex4_train_model"].replace(
+                "total, count = 0.0, 0", "total, count = torch.tensor(0.0), 0").replace(
+                "total += loss.item() * len(y)", "total = total + loss.detach() * len(y)"),
+        ),
+        zero=("test_ex4_train_model_matches_reference_loop", "test_ex6_accuracy_matches_sklearn_with_ties",
+              "test_ex8_conv_output_size_matches_conv2d", "test_ex10_count_parameters_trainable_and_frozen"),
     ),
 }
 
