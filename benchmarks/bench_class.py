@@ -33,9 +33,7 @@ what each tool gave them is recorded. Raw results go to benchmarks/results/ (git
 
 import argparse
 import itertools
-import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -359,14 +359,20 @@ def prepare_lab3_data(args: argparse.Namespace) -> dict:
     }
 
 
+def prepare_standin_data(data_dir: Path, modules, images: int = 0) -> dict:
+    """A data dir holding only the stand-ins that grading mode makes for the data modules ``modules``."""
+    started = time.perf_counter()
+    for module in modules:
+        module.make_synthetic(data_dir)
+    real = [module.NAME for module in modules if module.find(data_dir) is not None]
+    if real:
+        raise RuntimeError(f"{data_dir} holds the real {', '.join(real)}; grading mode would use it instead of the stand-in")
+    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": images}
+
+
 def prepare_lab3_grading_data(data_root: Path) -> dict:
     """A data dir with the DSB2018 stand-in that grading mode makes (and no real data)."""
-    data_dir = data_root / "lab3-grading"
-    started = time.perf_counter()
-    dsb2018.make_synthetic(data_dir)
-    if dsb2018.find(data_dir) is not None:
-        raise RuntimeError(f"{data_dir} holds the real DSB2018; grading mode would use it instead of the stand-in")
-    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": dsb2018.GRADING_IMAGES}
+    return prepare_standin_data(data_root / "lab3-grading", [dsb2018], images=dsb2018.GRADING_IMAGES)
 
 
 def make_grading_dir(data_dir: Path) -> dict:
@@ -407,13 +413,7 @@ def prepare_lab5_data(args: argparse.Namespace) -> dict:
 
 def prepare_lab5_grading_data(data_root: Path) -> dict:
     """A data dir holding the CiteSeer and MoleculeNet stand-ins grading mode makes (made here, not timed)."""
-    data_dir = data_root / "lab5-grading"
-    started = time.perf_counter()
-    citeseer.make_synthetic(data_dir)
-    moleculenet.make_synthetic(data_dir)
-    if citeseer.find(data_dir) is not None or moleculenet.find(data_dir) is not None:
-        raise RuntimeError(f"{data_dir} holds real Lab 5 data; grading mode would use it instead of the stand-ins")
-    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": 0}
+    return prepare_standin_data(data_root / "lab5-grading", [citeseer, moleculenet])
 
 
 def prepare_lab6_data(args: argparse.Namespace) -> dict:
@@ -437,13 +437,7 @@ def prepare_lab6_data(args: argparse.Namespace) -> dict:
 
 def prepare_lab6_grading_data(data_root: Path) -> dict:
     """A data dir holding the GAD and splice stand-ins grading mode makes (made here, not timed)."""
-    data_dir = data_root / "lab6-grading"
-    started = time.perf_counter()
-    gad.make_synthetic(data_dir)
-    splice.make_synthetic(data_dir)
-    if gad.find(data_dir) is not None or splice.find(data_dir) is not None:
-        raise RuntimeError(f"{data_dir} holds real Lab 6 data; grading mode would use it instead of the stand-ins")
-    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2), "images": 0}
+    return prepare_standin_data(data_root / "lab6-grading", [gad, splice])
 
 
 def prepare_lab1_grading_data(data_root: Path) -> dict:
@@ -489,13 +483,7 @@ def prepare_lab4_data(args: argparse.Namespace) -> dict:
 
 def prepare_lab4_grading_data(data_root: Path) -> dict:
     """A data dir without the real sets, holding the stand-in that grading mode makes."""
-    data_dir = data_root / "lab4-grading"
-    started = time.perf_counter()
-    chembl.make_synthetic(data_dir)
-    if chembl.find(data_dir) is not None:
-        raise RuntimeError(f"{data_dir} holds a real ChEMBL set; grading mode would use it instead of the stand-in")
-    return {"data_dir": str(data_dir), "seconds": round(time.perf_counter() - started, 2),
-            "images": len(chembl.STAND_IN_MOLECULES)}
+    return prepare_standin_data(data_root / "lab4-grading", [chembl], images=len(chembl.STAND_IN_MOLECULES))
 
 
 def parse_lab4_output(text: str) -> dict:
