@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         if args.command in ("build", "all"):
             print(f"Regenerating release/ and solutions/ in {root} ...", flush=True)
             course.generate(root, args.lab)
-            print("release/ and solutions/ are up to date.", flush=True)
+            print("release/ and solutions/ regenerated from source/.", flush=True)
         if args.command in ("check", "all"):
             print("Autograding the reference solutions and the blank notebooks (grading mode) ...", flush=True)
             ok, report = course.check_reference(root, root / "build" / "reference-grading", args.lab)
