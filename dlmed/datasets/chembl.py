@@ -31,7 +31,7 @@ import pandas as pd
 
 from dlmed.datasets import PathLike, data_dir, is_synthetic
 from dlmed.datasets._download import Remote, by_hand, download, file_checksum, matches
-from dlmed.datasets._standin import build_folder, write_marker
+from dlmed.datasets._standin import build_folder, subsample_per_label, write_marker
 
 NAME = "ChEMBL actives vs decoys (Koutsoukas 2017)"
 
@@ -291,16 +291,6 @@ def make_synthetic(root: PathLike, seed: int = 0) -> Path:
     return build_folder(final, _is_current_stand_in, write)
 
 
-def _subsample(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """At most GRADING_ACTIVES actives and GRADING_DECOYS decoys, chosen at random, in file order."""
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label, limit in ((1, GRADING_ACTIVES), (0, GRADING_DECOYS)):
-        rows = np.flatnonzero(table["label"].to_numpy() == label)
-        keep.extend(rng.permutation(rows)[:limit].tolist())
-    return table.iloc[sorted(keep)].reset_index(drop=True)
-
-
 def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = False,
                  target: str = DEFAULT_TARGET) -> pd.DataFrame:
     """Return the molecules a notebook should use, given its :class:`~dlmed.config.RunConfig`.
@@ -331,7 +321,7 @@ def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = Fals
         path = find(root, target)
         if path is not None:
             try:
-                table = _subsample(read(path))
+                table = subsample_per_label(read(path), {1: GRADING_ACTIVES, 0: GRADING_DECOYS})
                 print(f"dlmed: using the real {NAME} set {target} in {path} (subsampled for grading)")
             except ValueError as error:
                 reason = str(error)  # grading must not fail because of a damaged data file

@@ -29,7 +29,7 @@ import numpy as np
 
 from dlmed.datasets import PathLike, data_dir, is_synthetic, stand_in_settings
 from dlmed.datasets._download import Remote, by_hand, download, matches
-from dlmed.datasets._standin import build_folder, write_marker
+from dlmed.datasets._standin import build_folder, subsample_per_label, write_marker
 
 NAME = "GAD (BioBERT folds)"
 #: The two masks every sentence holds.
@@ -254,15 +254,6 @@ def make_synthetic(root: PathLike, num_train: int = 48, num_test: int = 24, seed
     return build_folder(final, is_wanted, write)
 
 
-def _subsample(table, per_label: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in (0, 1):
-        rows = np.flatnonzero(table["label"].to_numpy() == label)
-        keep.extend(rng.permutation(rows)[:per_label].tolist())
-    return table.iloc[sorted(keep)].reset_index(drop=True)
-
-
 def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = False,
                  fold: int = DEFAULT_FOLD) -> dict:
     """Return ``{"train": table, "test": table}`` a notebook should use, given its :class:`~dlmed.config.RunConfig`.
@@ -296,7 +287,8 @@ def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = Fals
     folder = None if synthetic else find(root, fold)
     if folder is not None:
         try:
-            tables = {part: _subsample(read(folder / f"{part}.tsv", part), GRADING_PER_LABEL[part]) for part in _PARTS}
+            tables = {part: subsample_per_label(read(folder / f"{part}.tsv", part), dict.fromkeys((0, 1), GRADING_PER_LABEL[part]))
+                      for part in _PARTS}
             print(f"dlmed: using the real {NAME} fold {fold} in {folder} (subsampled for grading)")
         except ValueError as error:
             reason = str(error)  # grading must not fail because of a damaged data file

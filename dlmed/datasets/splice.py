@@ -24,7 +24,7 @@ import numpy as np
 
 from dlmed.datasets import PathLike, data_dir, is_synthetic, stand_in_settings
 from dlmed.datasets._download import Remote, by_hand, download, file_checksum, matches
-from dlmed.datasets._standin import build_folder, write_marker
+from dlmed.datasets._standin import build_folder, subsample_per_label, write_marker
 
 NAME = "UCI splice junctions"
 #: The three classes, in the order the lab numbers them.
@@ -173,15 +173,6 @@ def make_synthetic(root: PathLike, per_class: int = 20, seed: int = 0) -> Path:
     return build_folder(final, is_wanted, write)
 
 
-def _subsample(table, per_class: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in CLASSES:
-        rows = np.flatnonzero(table["label"].to_numpy() == label)
-        keep.extend(rng.permutation(rows)[:per_class].tolist())
-    return table.iloc[sorted(keep)].reset_index(drop=True)
-
-
 def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = False):
     """Return the sequences a notebook should use, given its :class:`~dlmed.config.RunConfig`.
 
@@ -211,7 +202,7 @@ def for_notebook(config, root: Optional[PathLike] = None, synthetic: bool = Fals
     path = None if synthetic else find(root)
     if path is not None:
         try:
-            table = _subsample(read(path), GRADING_PER_CLASS)
+            table = subsample_per_label(read(path), dict.fromkeys(CLASSES, GRADING_PER_CLASS))
             print(f"dlmed: using the real {NAME} file {path} (subsampled for grading)")
         except ValueError as error:
             reason = str(error)  # grading must not fail because of a damaged data file
