@@ -426,6 +426,8 @@ def write_csv(report: SimilarityReport, path) -> None:
 
 #: Lines and characters per line shown of one cell in the side-by-side view.
 SHOWN_LINES, SHOWN_CHARS = 200, 160
+#: Side-by-side views in the page (the most similar pairs; all pairs are in similarity.csv).
+SHOWN_PAIRS = 40
 
 
 def _side(source: str, marked: Set[int]) -> str:
@@ -492,12 +494,14 @@ def html_section(report: SimilarityReport) -> str:
         parts.append("</table>")
         if not flagged:
             parts.append("<p>No pair is flagged; the most similar pairs are listed for comparison.</p>")
-    for pair in flagged:
+    if len(flagged) > SHOWN_PAIRS:
+        parts.append(f"<p>Side by side below: the {SHOWN_PAIRS} most similar flagged pairs.</p>")
+    for pair in sorted(flagged, key=lambda p: -p.similarity)[:SHOWN_PAIRS]:
         parts.append(f"<details><summary>{esc(pair.first)} &amp; {esc(pair.second)}: "
                      f"{100 * pair.similarity:.0f}% similar, side by side</summary>{side_by_side(report, pair)}</details>")
     parts.append(f"<h3>Compared with the published solution ({len(against_solution)} flagged)</h3>")
     if against_solution:
-        for pair in sorted(against_solution, key=lambda p: -p.similarity):
+        for pair in sorted(against_solution, key=lambda p: -p.similarity)[:SHOWN_PAIRS]:
             parts.append(f"<details><summary>{esc(pair.first)}: {100 * pair.similarity:.0f}% like "
                          f"solutions/, side by side</summary>{side_by_side(report, pair)}</details>")
     else:
