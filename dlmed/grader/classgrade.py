@@ -207,8 +207,13 @@ def grade_class(root: Path, settings: GradeSettings) -> List[StudentResult]:
                                 log_name=str(grader.folder / "feedback.log"))
         similar = None
         if outcomes:
-            similar = similarity.compare_submissions(root, grader.lab_info, [o.student for o in outcomes],
-                                                     grader.gradebook.autograded_folder)
+            try:
+                similar = similarity.compare_submissions(root, grader.lab_info, [o.student for o in outcomes],
+                                                         grader.gradebook.autograded_folder)
+            except (OSError, ValueError) as problem:  # release/ unreadable: the grades and the report still count
+                grader.journal.log(f"similarity not computed: {type(problem).__name__}: {problem}")
+                _say(f"Similar submissions not compared: {problem} (is release/{settings.lab}/ there?)")
+        if similar is not None:
             grader.journal.log(f"similarity: {len(similar.prints) - 1} submissions compared in {similar.seconds:.2f} s; "
                                f"{len(similar.flagged)} pairs flagged, "
                                f"{sum(p.flagged for p in similar.solution.values())} close to the solution")
