@@ -376,7 +376,8 @@ def compare_submissions(root, lab_info, students: Sequence[str], autograded_fold
     """Compare the graded notebooks of ``students`` (``autograded_folder(student)/<notebook>``) in the course at ``root``.
 
     The released notebook (``release/<lab>/``) gives the starter code, the published
-    ``solutions/<lab>/`` notebook the solution; answer cells are the lab's ``solution`` cells.
+    ``solutions/<lab>/`` notebook (or, without it, ``source/<lab>/``) the solution; answer
+    cells are the lab's ``solution`` cells.
     """
     import json
     from pathlib import Path
@@ -386,8 +387,12 @@ def compare_submissions(root, lab_info, students: Sequence[str], autograded_fold
     root = Path(root)
     name = lab_info.notebook_name
     release = nbformat.read(str(root / "release" / lab_info.lab / name), as_version=4)
+    # The published solution; where solutions/ is not there (a scratch course), the instructor's
+    # notebook in source/ has the same answer cells (solutions/ is generated from it).
     solution_path = root / "solutions" / lab_info.lab / name
-    solution = nbformat.read(str(solution_path), as_version=4) if solution_path.is_file() else nbformat.v4.new_notebook()
+    if not solution_path.is_file():
+        solution_path = root / "source" / lab_info.lab / name
+    solution = nbformat.read(str(solution_path), as_version=4)
     answer_ids = [cell for cell in lab_info.order if lab_info.cells[cell].solution]
     notebooks: Dict[str, Optional[dict]] = {}
     for student in students:
