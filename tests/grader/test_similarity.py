@@ -207,3 +207,36 @@ def test_side_by_side_and_csv_are_inert(tmp_path):
         for value in row:
             assert not value.startswith(("=", "+", "@")), f"a formula reached similarity.csv: {value!r}"
     assert any(value.startswith("'=HYPERLINK") for row in rows for value in row), "the hostile id should be kept, neutralised"
+
+
+def test_compare_submissions_reads_the_graded_notebooks(tmp_path):
+    """The grader's entry point: graded notebooks from autograded/, the solution from source/ without
+    solutions/, and a file that is not a notebook skipped (not fatal)."""
+    import shutil
+
+    from dlmed.grader.lab import LabCell, LabInfo
+
+    release_path, release, _, source, answer_ids, fixtures = _lab("lab1")
+    root = tmp_path / "course"
+    for folder in ("release", "source"):
+        shutil.copytree(PROJECT_ROOT / folder / "lab1", root / folder / "lab1")
+    cells, order = {}, []
+    for cell in release.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if "grade_id" in meta:
+            order.append(meta["grade_id"])
+            cells[meta["grade_id"]] = LabCell(meta["grade_id"], cell.cell_type, bool(meta.get("locked")), None,
+                                              cell.source, bool(meta.get("grade")), bool(meta.get("solution")),
+                                              bool(meta.get("task")), meta.get("points"))
+    lab_info = LabInfo("lab1", release_path.name, cells, order, None, "x")
+    graded = {"ref": source, "alt": fixtures.build_notebook(release_path, fixtures.SUBMISSIONS["alternative_correct"])}
+    for student, notebook in graded.items():
+        (root / "autograded" / student / "lab1").mkdir(parents=True)
+        nbformat.write(notebook, str(root / "autograded" / student / "lab1" / release_path.name))
+    (root / "autograded" / "junk" / "lab1").mkdir(parents=True)
+    (root / "autograded" / "junk" / "lab1" / release_path.name).write_text("[1, 2")
+    report = similarity.compare_submissions(root, lab_info, ["ref", "alt", "junk", "absent"],
+                                            lambda student: root / "autograded" / student / "lab1")
+    assert set(report.skipped) == {"junk", "absent"}, f"skipped: {report.skipped}"
+    assert report.solution["ref"].flagged and not report.solution["alt"].flagged, report.solution
+    assert not report.flagged, f"ref and alt flagged: {report.flagged}"
