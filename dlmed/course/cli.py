@@ -5,6 +5,8 @@
     dlmed all            both
     dlmed grade LAB      grade every submission of LAB: sandboxed, in parallel, resumable;
                          feedback and a class report (README: "Grading a class")
+    dlmed export LAB     the gradebook of LAB (autograded and hand-graded) as CSV files for
+                         Canvas's and Moodle's gradebook import, and nbgrader's grades.csv
 """
 
 import argparse
@@ -77,6 +79,21 @@ def _grade(root: Path, args) -> int:
     return 1 if any(o.status == "grader error" for o in outcomes) else 0
 
 
+def _export_parser(subparsers, common):
+    export = subparsers.add_parser(
+        "export", parents=[common], help="write LAB's grades for Canvas's and Moodle's gradebook import",
+        description="Read LAB's grades from nbgrader's gradebook (autograded plus the written answers graded "
+                    "in the Formgrader) and write grading/LAB/export/: canvas.csv (Canvas: Grades, Import), "
+                    "moodle.csv (Moodle: the assignment's Upload grading worksheet), moodle_gradebook.csv "
+                    "(Moodle: Grades, Import, CSV file; students with an e-mail in the gradebook) and "
+                    "grades.csv (nbgrader's export layout). Students imported from a Canvas or Moodle zip "
+                    "keep the platform's id.")
+    export.add_argument("lab", help="the assignment id, e.g. lab1")
+    export.add_argument("--canvas-assignment", default=None, metavar="TITLE",
+                        help="the grade column's header in canvas.csv: 'Lab 1 (12345)' fills Canvas assignment "
+                             "12345; a title alone makes a new assignment (default: LAB)")
+
+
 def main(argv=None) -> int:
     """Entry point of the ``dlmed`` command; returns the exit status."""
     parser = argparse.ArgumentParser(prog="dlmed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,11 +105,17 @@ def main(argv=None) -> int:
         sub = subparsers.add_parser(name, parents=[common], help=text)
         sub.add_argument("--lab", action="append", help="only this lab (repeatable); default: every lab in source/")
     _grade_parser(subparsers, common)
+    _export_parser(subparsers, common)
     args = parser.parse_args(argv)
     try:
         root = course.find_course_root(args.root)
         if args.command == "grade":
             return _grade(root, args)
+        if args.command == "export":
+            from dlmed.grader.export import export_lab
+
+            export_lab(root, args.lab, args.canvas_assignment)
+            return 0
         if args.command in ("build", "all"):
             print(f"Regenerating release/ and solutions/ in {root} ...", flush=True)
             course.generate(root, args.lab)

@@ -230,8 +230,38 @@ def _sanitize_student_content_class():
     return SanitizeStudentContent
 
 
-_CANVAS = re.compile(r"(?P<student_id>[^_]+)_(?:LATE_)?\d+_\d+_(?P<file_id>.+?)(?:-\d+)?(?P<ext>\.ipynb)$")
-_MOODLE_FOLDER = re.compile(r"(?P<student_id>.+?)_\d+_assignsubmission_file_?$")
+_CANVAS = re.compile(r"(?P<student_id>[^_]+)_(?:LATE_)?(?P<user_id>\d+)_(?P<submission_id>\d+)_"
+                     r"(?P<file_id>.+?)(?:-\d+)?(?P<ext>\.ipynb)$")
+_MOODLE_FOLDER = re.compile(r"(?P<student_id>.+?)_(?P<participant>\d+)_assignsubmission_file_?$")
+
+
+def lms_identity(path: str) -> Optional[dict]:
+    """Who submitted a file extracted from a learning platform's zip export, or None when unknown.
+
+    Returns ``student_id`` (the nbgrader id, as :func:`lms_submission` gives it), ``file_id``,
+    ``platform`` (``canvas``, ``moodle`` or ``folder``), ``platform_id`` (Canvas: the user id
+    its gradebook import matches in the ``ID`` column; Moodle: the participant number its
+    grading worksheet matches as ``Participant <n>``; a folder: the folder name) and ``name``
+    (the name as the platform wrote it: Canvas's login-like name, Moodle's full name). The
+    name comes from the platform and is shown or exported only escaped.
+    """
+    parts = path.replace("\\", "/").split("/")
+    name = parts[-1]
+    canvas = _CANVAS.match(name)
+    moodle = _MOODLE_FOLDER.match(parts[-2]) if len(parts) >= 2 else None
+    if canvas:
+        found = {"student_id": canvas["student_id"], "file_id": canvas["file_id"] + canvas["ext"],
+                 "platform": "canvas", "platform_id": canvas["user_id"], "name": canvas["student_id"]}
+    elif moodle:
+        found = {"student_id": moodle["student_id"], "file_id": name, "platform": "moodle",
+                 "platform_id": moodle["participant"], "name": moodle["student_id"]}
+    elif "extracted" in parts and len(parts) - parts.index("extracted") >= 4:
+        found = {"student_id": parts[-2], "file_id": name, "platform": "folder",  # extracted/<zip>/<student>/<file>
+                 "platform_id": parts[-2], "name": parts[-2]}
+    else:
+        return None
+    found["student_id"] = re.sub(r"[^A-Za-z0-9_.-]", "", found["student_id"].replace(" ", "_"))
+    return found if found["student_id"] else None
 
 
 def lms_submission(path: str) -> Optional[dict]:
@@ -240,21 +270,11 @@ def lms_submission(path: str) -> Optional[dict]:
     Recognised, in this order: Canvas file names (``<login>_[LATE_]<id>_<id>_<file>.ipynb``,
     resubmissions ending in ``-1``), Moodle folders (``<Full Name>_<id>_assignsubmission_file_/<file>``)
     and a folder per student inside the zip (``<zip>/<student>/<file>``). Student ids keep
-    only letters, digits, ``.``, ``_`` and ``-`` (spaces become ``_``).
+    only letters, digits, ``.``, ``_`` and ``-`` (spaces become ``_``). :func:`lms_identity`
+    also gives the platform's own id.
     """
-    parts = path.replace("\\", "/").split("/")
-    name = parts[-1]
-    canvas = _CANVAS.match(name)
-    if canvas:
-        student, file_id = canvas["student_id"], canvas["file_id"] + canvas["ext"]
-    elif len(parts) >= 2 and _MOODLE_FOLDER.match(parts[-2]):
-        student, file_id = _MOODLE_FOLDER.match(parts[-2])["student_id"], name
-    elif "extracted" in parts and len(parts) - parts.index("extracted") >= 4:
-        student, file_id = parts[-2], name  # extracted/<zip>/<student>/<file>
-    else:
-        return None
-    student = re.sub(r"[^A-Za-z0-9_.-]", "", student.replace(" ", "_"))
-    return {"student_id": student, "file_id": file_id} if student else None
+    found = lms_identity(path)
+    return {"student_id": found["student_id"], "file_id": found["file_id"]} if found else None
 
 
 def _lms_collector_class():

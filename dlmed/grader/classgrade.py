@@ -14,7 +14,9 @@
    in ``grading/<lab>/results/<student>.json``, so a rerun skips what is up to date
    (``--force`` grades everything again) and an interrupted run continues where it stopped.
 
-Then feedback (``nbgrader generate_feedback``) and the class report (:mod:`dlmed.grader.report`).
+Then feedback (``nbgrader generate_feedback``), the comparison of what students wrote, pair by
+pair and with the published solution (:mod:`dlmed.grader.similarity`), and the class report
+(:mod:`dlmed.grader.report`).
 """
 
 import concurrent.futures
@@ -189,7 +191,7 @@ def grade_class(root: Path, settings: GradeSettings) -> List[StudentResult]:
     Returns the students' outcomes. Raises :class:`dlmed.course.CourseError` when the
     course is not ready (no generated assignment, the solution fails its tests, ...).
     """
-    from dlmed.grader import report
+    from dlmed.grader import report, similarity
 
     root = Path(root).resolve()
     previous = Path.cwd()
@@ -203,10 +205,26 @@ def grade_class(root: Path, settings: GradeSettings) -> List[StudentResult]:
             _say("Writing feedback (nbgrader generate_feedback) ...")
             course.run_nbgrader(["generate_feedback", settings.lab, "--force"], root,
                                 log_name=str(grader.folder / "feedback.log"))
+        similar = None
+        if outcomes:
+            try:
+                similar = similarity.compare_submissions(root, grader.lab_info, [o.student for o in outcomes],
+                                                         grader.gradebook.autograded_folder)
+            except (OSError, ValueError) as problem:  # release/ unreadable: the grades and the report still count
+                grader.journal.log(f"similarity not computed: {type(problem).__name__}: {problem}")
+                _say(f"Similar submissions not compared: {problem} (is release/{settings.lab}/ there?)")
+        if similar is not None:
+            grader.journal.log(f"similarity: {len(similar.prints) - 1} submissions compared in {similar.seconds:.2f} s; "
+                               f"{len(similar.flagged)} pairs flagged, "
+                               f"{sum(p.flagged for p in similar.solution.values())} close to the solution")
         paths = report.write_report(grader.folder, grader.lab_info, outcomes, seconds=seconds,
                                     isolation=grader.runner.isolation, isolation_reason=grader.runner.isolation_reason,
-                                    limits=settings.limits, jobs=settings.jobs)
+                                    limits=settings.limits, jobs=settings.jobs, similarity=similar)
         _say(report.summary(grader.lab_info, outcomes, seconds))
+        if similar is not None and (similar.flagged or any(p.flagged for p in similar.solution.values())):
+            _say(f"  {len(similar.flagged)} pairs of similar submissions, "
+                 f"{sum(p.flagged for p in similar.solution.values())} submissions close to the published solution: "
+                 f"see 'Similar submissions' in the report.")
         _say(f"Report: {paths['html']} (scores: {paths['csv']})")
         return outcomes
     finally:

@@ -7,7 +7,12 @@
 - ``report.html``: a self-contained page (figures embedded) with the score histogram, the
   pass rate per exercise, the exercises most students failed with their most common
   failure messages, and the submissions that need the instructor's attention;
-- ``figures/*.png``: the same figures as files, for slides.
+- ``figures/*.png``: the same figures as files, for slides;
+- ``similarity.csv`` and a section of the page on copied work, when the grader compared the
+  submissions (:mod:`dlmed.grader.similarity`).
+
+Every text cell of the CSV files is made safe for spreadsheets
+(:func:`dlmed.grader.sanitize.spreadsheet_safe`), every text on the page is escaped.
 """
 
 import base64
@@ -95,9 +100,11 @@ def attention(outcome) -> List[str]:
 
 
 def write_report(folder: Path, lab, outcomes, seconds: float, isolation: str, limits, jobs: int,
-                 isolation_reason: str = "") -> Dict[str, Path]:
-    """Write scores.csv, report.html and figures/ into ``folder``; return their paths."""
+                 isolation_reason: str = "", similarity=None) -> Dict[str, Path]:
+    """Write scores.csv, report.html, figures/ (and similarity.csv) into ``folder``; return their paths."""
     import pandas as pd
+
+    from dlmed.grader.sanitize import spreadsheet_safe
 
     folder = Path(folder)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
@@ -110,7 +117,7 @@ def write_report(folder: Path, lab, outcomes, seconds: float, isolation: str, li
             row[cell] = outcome.scores.get(cell, (None, 0))[0]
         row.update({"seconds": round(outcome.seconds, 1), "peak_memory_mb": round(outcome.peak_memory / 2**20),
                     "stopped": outcome.reason, "notes": " | ".join(attention(outcome)[1 if outcome.status != "graded" else 0:])})
-        rows.append(row)
+        rows.append({key: spreadsheet_safe(value) for key, value in row.items()})
     table = pd.DataFrame(rows)
     paths = {"csv": folder / "scores.csv", "html": folder / "report.html"}
     table.to_csv(paths["csv"], index=False)
@@ -125,7 +132,14 @@ def write_report(folder: Path, lab, outcomes, seconds: float, isolation: str, li
             (folder / "figures" / f"{name}.png").write_bytes(png)
             paths[name] = folder / "figures" / f"{name}.png"
             images[name] = base64.b64encode(png).decode()
-    paths["html"].write_text(_page(lab, outcomes, images, seconds, isolation, isolation_reason, limits, jobs), encoding="utf-8")
+    page = _page(lab, outcomes, images, seconds, isolation, isolation_reason, limits, jobs)
+    if similarity is not None:
+        from dlmed.grader import similarity as similarity_module
+
+        paths["similarity"] = folder / "similarity.csv"
+        similarity_module.write_csv(similarity, paths["similarity"])
+        page = page.replace("</body></html>", similarity_module.html_section(similarity) + "</body></html>")
+    paths["html"].write_text(page, encoding="utf-8")
     return paths
 
 
@@ -143,7 +157,9 @@ def _page(lab, outcomes, images, seconds, isolation, isolation_reason, limits, j
         f"<title>{esc(lab.lab)}: class report</title>",
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left}"
-        "th{background:#f3f3f3}.num{text-align:right}.low{color:#b00}</style></head><body>",
+        "th{background:#f3f3f3}.num{text-align:right}.low{color:#b00}"
+        ".sbs td{vertical-align:top;max-width:30em;overflow-x:auto}.sbs pre{margin:0;font-size:80%}"
+        "mark{background:#ffe08a}</style></head><body>",
         f"<h1>{esc(lab.lab)}: class report</h1>",
         f"<p>{len(outcomes)} submissions: {len(graded)} graded, "
         f"{sum(o.status == 'not gradable' for o in outcomes)} not gradable (scored 0), "

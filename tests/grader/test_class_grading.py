@@ -7,6 +7,7 @@ that honest students get the same scores as from stock ``nbgrader autograde``
 report, resuming an interrupted run, importing an LMS zip, and the ``basic`` isolation.
 """
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -308,6 +309,34 @@ def test_class_report(class_run):
             f"report.html: {student} should be listed under 'Needs your attention'")
     for name in ("score_histogram", "pass_rate_per_exercise"):
         assert (folder / "figures" / f"{name}.png").stat().st_size > 1000, f"figures/{name}.png missing or empty"
+    # Copied work: the solution and the independently written alternative are not a flagged pair;
+    # the reference submission is the published solution.
+    assert "Similar submissions" in page and "Compared with the published solution" in page, "similarity section missing"
+    similar = pd.read_csv(folder / "similarity.csv", keep_default_na=False)
+    pair = similar[((similar["first"] == "alternative_correct") & (similar["second"] == "reference"))
+                   | ((similar["first"] == "reference") & (similar["second"] == "alternative_correct"))]
+    assert pair.empty or (pair["flagged"] == "no").all(), f"reference and alternative_correct flagged: {pair}"
+    solution = similar[similar["second"] == "published solution"].set_index("first")
+    assert solution.loc["reference", "flagged"] == "yes", "the reference submission should match solutions/"
+    assert solution.loc["alternative_correct", "flagged"] == "no", "alternative_correct flagged against solutions/"
+
+
+def test_export_for_the_learning_platforms(class_run):
+    """`dlmed export lab1` after grading: grades.csv in nbgrader's layout with the gradebook's totals, canvas.csv too."""
+    import pandas as pd
+
+    completed = subprocess.run([sys.executable, "-m", "dlmed", "export", LAB], cwd=class_run.workspace,
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    folder = class_run.workspace / "grading" / LAB / "export"
+    grades = pd.read_csv(folder / "grades.csv").set_index("student_id")
+    for student, result in class_run.results.items():
+        total = sum(points(result).values())
+        assert grades.loc[student, "raw_score"] == pytest.approx(total), (
+            f"{student}: exported raw_score {grades.loc[student, 'raw_score']}, journal {total}")
+    canvas = pd.read_csv(folder / "canvas.csv", dtype=str, keep_default_na=False)
+    assert list(canvas.columns) == ["Student", "ID", "SIS User ID", "SIS Login ID", "Section", LAB]
+    assert set(canvas["SIS Login ID"][1:]) >= set(class_run.results), "every graded student should be in canvas.csv"
 
 
 def test_rerun_keeps_results_and_scores(class_run):
@@ -375,6 +404,17 @@ def test_zip_import_and_resume_after_interruption(tmp_path_factory, grading_data
     got = {s: points(r) for s, r in journal(workspace).items()}
     assert got == expected, f"scores after resuming: expected {expected}, got {got}"
     assert len(list((workspace / "feedback").glob(f"*/{LAB}/*.html"))) == 3, "feedback for all three expected"
+    # The Canvas user ids the zip's file names carried come back in the export (dlmed export).
+    exported = subprocess.run([sys.executable, "-m", "dlmed", "export", LAB], cwd=workspace,
+                              capture_output=True, text=True, timeout=600)
+    assert exported.returncode == 0, exported.stdout[-2000:] + exported.stderr[-2000:]
+    with open(workspace / "grading" / LAB / "export" / "canvas.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    ids = {row[0]: row[1] for row in rows[2:]}
+    assert ids == {"ada": "1000", "bob": "1001", "cyd": "1002"}, f"Canvas ids in canvas.csv: {ids}"
+    totals = {row[1]: float(row[5]) for row in rows[2:]}
+    assert totals == {"1000": sum(expected["ada"].values()), "1001": sum(expected["bob"].values()),
+                      "1002": sum(expected["cyd"].values())}, f"canvas.csv scores: {totals}"
 
 
 def test_basic_isolation_still_enforces_limits(tmp_path_factory, grading_data_dir):

