@@ -340,6 +340,35 @@ def accuracy(probabilities, labels):
         zero=("test_ex4_train_model_matches_reference_loop", "test_ex6_accuracy_matches_sklearn_with_ties",
               "test_ex8_conv_output_size_matches_conv2d", "test_ex10_count_parameters_trainable_and_frozen"),
     ),
+    "mistakes_f": Submission(
+        "decisions the texts leave to the student, made wrong: NumPy seeded but torch's global generator "
+        "shuffles; the SGD update outside torch.no_grad(); gradients reset once per epoch instead of every "
+        "step; log-probabilities instead of probabilities",
+        with_answers(
+            ALTERNATIVE,
+            ex1_split_dataset='''
+def split_dataset(dataset, test_fraction, seed):
+    np.random.seed(seed)  # seeds NumPy, but the shuffle draws from torch's global generator
+    order = torch.randperm(len(dataset)).tolist()
+    num_test = round(test_fraction * len(dataset))
+    return Subset(dataset, order[num_test:]), Subset(dataset, order[:num_test])
+''',
+            ex3_sgd_update='''
+def sgd_update(parameters, lr):
+    for p in parameters:
+        if p.grad is not None:
+            p.sub_(lr * p.grad)  # outside torch.no_grad(): autograd refuses an in-place change of a leaf
+            p.grad = None
+''',
+            ex4_train_model=ALTERNATIVE["ex4_train_model"].replace(
+                "            optimizer.zero_grad(set_to_none=False)\n", "").replace(
+                "        total, count = 0.0, 0\n",
+                "        total, count = 0.0, 0\n        optimizer.zero_grad(set_to_none=False)  # once per epoch: gradients pile up\n"),
+            ex5_predict=ALTERNATIVE["ex5_predict"].replace("F.softmax(", "F.log_softmax("),
+        ),
+        zero=("test_ex1_split_sizes_disjoint_reproducible", "test_ex3_sgd_matches_torch_and_resets_grads",
+              "test_ex4_train_model_matches_reference_loop", "test_ex5_predict_eval_mode_no_grad_softmax"),
+    ),
 }
 
 

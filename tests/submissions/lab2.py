@@ -328,4 +328,18 @@ def fine_tune(model, head, stages, loader, loss_fn, device, head_epochs, full_ep
               "test_ex8_fine_tune_two_stages_match_reference",
               "test_ex9_parse_mura_path", "test_ex13_cohen_kappa_matches_sklearn"),
     ),
+    "mistakes_d": Submission(
+        "decisions the texts leave to the student, made wrong: the colour filters summed but not divided "
+        "by in_channels (right for gray images only); the range test restores the model but not the "
+        "optimizer; one loss per batch (the mean) instead of per sample; class weights that grow with the count",
+        with_answers(
+            ALTERNATIVE,
+            ex1_adapt_resnet18=ALTERNATIVE["ex1_adapt_resnet18"].replace("* 3 / in_channels", "* 3"),
+            ex2_lr_range_test=ALTERNATIVE["ex2_lr_range_test"].replace("    optimizer.load_state_dict(optimizer_state)\n", ""),
+            ex4_top_losses=ALTERNATIVE["ex4_top_losses"].replace(', reduction="none").tolist())', ").view(1).tolist())"),
+            ex11_class_weights=ALTERNATIVE["ex11_class_weights"].replace("(1.0 / counts)", "counts"),
+        ),
+        zero=("test_ex1_adapt_resnet18_shapes_and_weights", "test_ex2_lr_range_test_schedule_losses_restore",
+              "test_ex4_top_losses_sorted_eval_mode", "test_ex11_class_weights_match_sklearn"),
+    ),
 }
