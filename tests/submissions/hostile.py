@@ -1,9 +1,9 @@
 """Hostile and broken submissions of Lab 1, each with the outcome the class grader must give it.
 
 Every case starts from a correct submission (``lab1.ALTERNATIVE``) and breaks it one way:
-runaway code (endless loops, memory and fork bombs, exits, crashes early and late and twice,
-huge output, a notebook that runs too long), cheating (fake output, forged results, patched libraries and test
-helpers, a shadowed builtin, an input transformer, a trace function, edited, deleted,
+runaway code (endless loops, memory and fork bombs, exits, kernels that die early, late or
+twice, huge output, a notebook that runs too long), cheating (fake output, forged results,
+patched libraries and test helpers, a shadowed builtin, an input transformer, a trace function, edited, deleted,
 duplicated and renamed test cells, changed points, a faked set-up cell), broken files
 (corrupt JSON, wrong file name, wrong kernel) and attacks on the grader (writing outside the
 submission, reading the course's files and the gradebook, the network, the grader's own
