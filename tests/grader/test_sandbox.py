@@ -165,6 +165,18 @@ def test_dead_kernel_costs_one_exercise_and_the_run_goes_on(tmp_path, isolation)
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_a_test_that_kills_the_kernel_scores_0_and_the_next_exercise_is_graded(tmp_path, isolation):
+    """The kernel dies in a test cell (it calls the answer): that test fails with the reason, the next passes."""
+    result = run_cells([_setup_cell(_SETUP), new_code_cell("def f():\n    import ctypes\n    ctypes.string_at(0)"),
+                        _test_cell("f()", "t1"), new_code_cell("g = lambda: 2"), _test_cell("check(g() == 2)", "t2")],
+                       tmp_path, isolation)
+    cells = result.notebook.cells
+    assert result.stop_reason is None, result.stop_reason
+    assert "KernelDied: the kernel died: a crash (segmentation fault)" in outputs(cells[2]), outputs(cells[2])
+    assert not [o for o in cells[4].outputs if o.output_type == "error"], outputs(cells[4])
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
 def test_a_second_death_stops_the_run(tmp_path, isolation):
     """A kernel that dies again after the restart ends the run as before: later tests get an error output."""
     result = run_cells([new_code_cell("import os\nos._exit(3)"), _test_cell("pass", "t1"),
