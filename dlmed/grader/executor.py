@@ -402,12 +402,12 @@ class GuardedExecute(NotebookClient):
         seconds = time.monotonic() - started
         names = [_label(self.nb.cells[i], i) for i in replay]
         details = [f"the kernel died in {label} ({reason}); it was started again in the same sandbox, with the same "
-                   f"limits, guard and watchdog",
-                   f"replayed the {len(replay)} cells that ran before it, in {seconds:.1f} s (outputs dropped, scores "
-                   f"from the first run, hidden tests not run again): {', '.join(names)}"]
+                   f"limits, guard and watchdog"]
         if lost:
             details.append(f"not run, scored 0 (the tests of the exercise that crashed): "
                            f"{', '.join(_label(self.nb.cells[i], i) for i in lost)}")
+        details.append(f"replayed the {len(replay)} cells that ran before it, in {seconds:.1f} s (outputs dropped, "
+                       f"scores from the first run, hidden tests not run again): {', '.join(names)}")
         self._event("kernel-restarted", label, details)
         went_on = (f"The grader restarted the kernel, ran the {len(replay)} cells before {label} again and went on "
                    f"with the rest of the notebook.")
