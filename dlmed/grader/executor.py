@@ -6,9 +6,15 @@ timeout, interrupt, error-on-timeout and recording of errors, so cells score as 
 
 - a time limit for the whole notebook as well as per cell; a cell that ignores the
   interrupt gets the kernel killed;
-- a kernel that dies (memory limit, ``os._exit``, a crash) or that can no longer be trusted
-  stops the run: every remaining cell gets an error output, so no test cell scores by
-  default (nbgrader gives full marks to a test cell without output);
+- a kernel that dies (memory limit, ``os._exit``, a crash) costs one exercise, not the
+  rest of the notebook: the crashing cell gets an error output saying why; when it was an
+  answer, so do the test cells of its exercise (they are not run); then the kernel is
+  started again exactly as the first (the same launcher: sandbox, user, limits; the guard
+  installed again; the same watchdog), the cells that ran before the crash are replayed
+  (:meth:`GuardedExecute._recover`) and the run goes on, all within the notebook's time
+  limit. A second death (in the replay or later), or a kernel that can no longer be
+  trusted, stops the run: every remaining cell gets an error output, so no test cell
+  scores by default (nbgrader gives full marks to a test cell without output);
 - the integrity guard (:mod:`dlmed.grader.guard`) around every graded test cell;
 - the hidden part of a test cell never runs in the kernel: the kernel runs the visible part
   as the cell, and the hidden part runs in a sealed fork of the kernel that gets the code
@@ -27,6 +33,7 @@ a test reads and binds, its hidden code) the grader works out beforehand with
 import ast
 import asyncio
 import contextlib
+import copy
 import errno
 import json
 import os
@@ -44,7 +51,7 @@ import psutil
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Dict as DictTrait
 
@@ -53,6 +60,8 @@ from dlmed.course.grading import HIDDEN_FAILED, is_graded_test_cell, split_hidde
 #: ``ename`` of the error outputs the grader itself adds to cells.
 GRADER_ERROR = "GradingStopped"
 INTEGRITY_ERROR = "GradingIntegrityError"
+#: ``ename`` of the error output of a cell in which the kernel died, and of the tests that crash cost.
+KERNEL_DIED = "KernelDied"
 
 #: Modules and classes whose state the guard snapshots and restores around test cells.
 GUARDED_MODULES = [
@@ -203,6 +212,10 @@ class GuardedExecute(NotebookClient):
         self.output_bytes = 0
         self.watchdog_reason: Optional[str] = None
         self.hidden_seconds: List[float] = []  # per hidden-test part: fork, seal, run and verdict
+        self.restarts_left = 1  # kernel deaths the run survives (see _recover)
+        self.replaying = False  # re-running the cells before a crash: outputs and events are dropped
+        self.lost: set = set()  # indices of test cells a crash cost (marked, never run)
+        self._restarted = False
 
     # -- the run --------------------------------------------------------------------------
 
@@ -236,35 +249,44 @@ class GuardedExecute(NotebookClient):
             reply = await self._reply(await ensure_async(self.kc.kernel_info()), self.startup_timeout)
             if reply is not None:
                 self.nb.metadata["language_info"] = reply["content"].get("language_info", {})
-            watchdog = asyncio.ensure_future(self._watchdog())
+            self._watchdog_task = asyncio.ensure_future(self._watchdog())
             try:
                 await self._run_cells()
             finally:
-                watchdog.cancel()
+                self._watchdog_task.cancel()
 
-    async def _run_cells(self):
+    async def _install_guard(self) -> bool:
         answer = await self._guard("install", [self.guard_modules, self.guard_classes], timeout=self.cell_timeout)
         if answer is None:
             self._stop("the grader could not start its integrity guard in the kernel")
+        return answer is not None
+
+    async def _run_cells(self):
+        await self._install_guard()
         with self._hidden_channel():
             for index, cell in enumerate(self.nb.cells):
-                if cell.cell_type != "code" or not cell.source.strip():
+                if cell.cell_type != "code" or not cell.source.strip() or index in self.lost:
                     continue
                 if self.stop_reason:
                     self._mark_not_run(cell)
                     continue
-                await self._run_cell(cell, index)
+                death = await self._run_cell(cell, index)
+                if death is not None:
+                    await self._recover(index, death)
 
-    async def _run_cell(self, cell, index):
+    async def _run_cell(self, cell, index) -> Optional[str]:
+        """Run one cell with the guard around it; return why the kernel died in it, or None."""
         graded = is_graded_test_cell(cell)
         info = self.annotations.get(str(index), {})
-        label = cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {index}")
+        label = _label(cell, index)
         if graded:
             answer = await self._guard("enter", [info.get("reads", []), info.get("binds", [])])
             if answer is None:
+                if not await self._kernel_alive():  # it died before the test ran (a thread of the submission?)
+                    return self._died(cell, label)
                 self._stop(f"the kernel did not run the grader's integrity check before {label}: it was tampered with")
                 self._mark_not_run(cell)
-                return
+                return None
             if answer["restored"]:
                 self._event("tampering-undone", label, answer["restored"])
             if answer["shadowed"]:
@@ -276,9 +298,10 @@ class GuardedExecute(NotebookClient):
                 self._event("tampering-undone", label, answer["restored"])
         remaining = self.deadline - time.monotonic()
         if remaining < 1:
-            self._stop(f"the notebook ran past its time limit of {self.notebook_timeout:g} s")
+            self._stop(f"the notebook ran past its time limit of {self.notebook_timeout:g} s"
+                       + (" (replay of the cells before the crash included)" if self._restarted else ""))
             self._mark_not_run(cell)
-            return
+            return None
         self.timeout = max(1, int(min(self.cell_timeout, remaining)))
         full_source = cell.source
         if graded and "hidden" in info:
@@ -286,18 +309,14 @@ class GuardedExecute(NotebookClient):
         try:
             await self.async_execute_cell(cell, index, execution_count=self.code_cells_executed + 1, store_history=True)
         except DeadKernelError:
-            reason = self._death_reason()
-            cell.outputs.append(error_output("KernelDied", reason))
-            self._event("kernel-died", label, [reason])
-            self._stop(f"{reason} (in {label})")
-            return
+            return self._died(cell, label)
         except CellTimeoutError as error:  # no IOPub output after the reply: treat like a timeout
             cell.outputs.append(error_output("CellTimeoutError", str(error).splitlines()[0]))
         except Exception as error:  # whatever else the kernel's messages did to nbclient: this student's run ends
             reason = f"the grader could not run {label}: {type(error).__name__}: {error}"
             cell.outputs.append(error_output(GRADER_ERROR, reason))
             self._stop(reason)
-            return
+            return None
         finally:
             cell.source = full_source  # nbgrader checks and records the cell as the student received it
         if any(o.get("ename") == "CellTimeoutError" for o in cell.outputs if o.output_type == "error"):
@@ -305,20 +324,166 @@ class GuardedExecute(NotebookClient):
             if await self._guard("ping", [], timeout=10) is None:
                 await self._kill_kernel()
                 self._stop(f"{label} ran past its time limit and ignored the interrupt; the kernel was stopped")
-                return
+                return None
         if graded:
-            if "hidden" in info and not self.stop_reason and not any(o.output_type == "error" for o in cell.outputs):
+            # Hidden parts are never replayed: they ran in a fork that changed nothing in the
+            # kernel, and their verdict is recorded already.
+            if ("hidden" in info and not self.replaying and not self.stop_reason
+                    and not any(o.output_type == "error" for o in cell.outputs)):
                 await self._hidden_tests(cell, label, info)
-            await self._after_test(cell, label, threads)
+            if not await self._after_test(cell, label, threads):
+                return self._died(cell, label)
         elif is_trusted_cell(cell):
             await self._guard("record_trusted", [info.get("binds", [])])
+        return None
 
-    async def _after_test(self, cell, label, threads_before):
+    # -- a crash costs one exercise -------------------------------------------------------
+
+    def _died(self, cell, label) -> str:
+        """Note in ``cell`` and the log that the kernel died in it; return why it died."""
+        reason = self._death_reason()
+        cell.outputs.append(error_output(KERNEL_DIED, reason))
+        self._event("kernel-died", label, [reason])
+        return reason
+
+    async def _recover(self, index: int, reason: str):
+        """After the kernel died in cell ``index``: restart it, replay the cells before, go on; or stop.
+
+        What is replayed: every code cell that ran before the crash, in order (the set-up
+        cell, the answers, the student's own cells, the visible part of the test cells), in
+        the new kernel and under the guard as in the first run, so that the kernel holds what
+        it held before the crash. The replay's outputs are dropped: the notebook keeps the
+        first run's outputs, so no score changes. Hidden tests are not replayed: they ran in
+        a sealed fork of the kernel that left nothing in it, and their verdicts are recorded.
+        The crashing cell itself is not run again (it would crash again); when it is an
+        answer, the test cells of its exercise are marked as failed and not run: the crash
+        costs that exercise. Restart and replay count against the notebook's time limit.
+        """
+        cell = self.nb.cells[index]
+        label = _label(cell, index)
+        if self.restarts_left <= 0:
+            self._stop(f"{reason} (in {label}; the kernel had died once already and was restarted)"
+                       if self._restarted else f"{reason} (in {label})")
+            return
+        self.restarts_left -= 1
+        self._restarted = True
+        lost = [] if is_graded_test_cell(cell) else self._exercise_tests(index)
+        for test in lost:
+            self.lost.add(test)
+            self.nb.cells[test].outputs = [error_output(
+                KERNEL_DIED, f"not run: the kernel died in the answer to this exercise ({label}): {reason}. "
+                             f"The exercise scores 0.")]
+            self.nb.cells[test].execution_count = None
+        replay = [i for i, c in enumerate(self.nb.cells[:index]) if c.cell_type == "code" and c.source.strip()]
+        started = time.monotonic()
+        problem = await self._restart_kernel()
+        if problem:
+            self._stop(f"{reason} (in {label}); the kernel could not be restarted: {problem}")
+            return
+        # The replay runs copies of the cells in a copy of the notebook (nbclient puts each cell it
+        # ran back into self.nb): the notebook keeps the first run's outputs.
+        notebook, self.nb = self.nb, NotebookNode(self.nb, cells=list(self.nb.cells))
+        self.replaying = True
+        try:
+            if not await self._install_guard():
+                return
+            for replayed in replay:
+                original = notebook.cells[replayed]
+                copy_ = NotebookNode(cell_type="code", source=original.source, outputs=[], execution_count=None,
+                                     metadata=copy.deepcopy(original.metadata))
+                death = await self._run_cell(copy_, replayed)
+                if death is not None:
+                    self._stop(f"{death} (in {_label(copy_, replayed)}, replayed after the kernel had died in {label})")
+                if self.stop_reason:
+                    return
+        finally:
+            self.replaying = False
+            self.nb = notebook
+        seconds = time.monotonic() - started
+        names = [_label(self.nb.cells[i], i) for i in replay]
+        details = [f"the kernel died in {label} ({reason}); it was started again in the same sandbox, with the same "
+                   f"limits, guard and watchdog"]
+        if lost:
+            details.append(f"not run, scored 0 (the tests of the exercise that crashed): "
+                           f"{', '.join(_label(self.nb.cells[i], i) for i in lost)}")
+        details.append(f"replayed the {len(replay)} cells that ran before it, in {seconds:.1f} s (outputs dropped, "
+                       f"scores from the first run, hidden tests not run again): {', '.join(names)}")
+        self._event("kernel-restarted", label, details)
+        went_on = (f"The grader restarted the kernel, ran the {len(replay)} cells before {label} again and went on "
+                   f"with the rest of the notebook.")
+        for output in [o for i in [index] + lost for o in self.nb.cells[i].outputs if o.get("ename") == KERNEL_DIED]:
+            output.evalue = f"{output.evalue.rstrip('.')}. {went_on}"
+            output.traceback = [f"{KERNEL_DIED}: {output.evalue}"]
+
+    def _exercise_tests(self, index: int) -> List[int]:
+        """The graded test cells right after code cell ``index`` (its exercise's tests), up to the next other code cell."""
+        tests = []
+        for following in range(index + 1, len(self.nb.cells)):
+            cell = self.nb.cells[following]
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            if not is_graded_test_cell(cell):
+                break
+            tests.append(following)
+        return tests
+
+    async def _restart_kernel(self) -> Optional[str]:
+        """Start a new kernel in place of the dead one, as the first was started; None, or what failed.
+
+        The kernel manager starts it with the launch arguments of the first (the sandbox's
+        launcher with its user, namespaces and limits; the same environment and folder), on
+        new ports. What the dead kernel left is killed first; the watchdog starts again for
+        the new kernel.
+        """
+        remaining = self.deadline - time.monotonic()
+        if remaining < 2:
+            return f"no time was left of the notebook's time limit of {self.notebook_timeout:g} s"
+        self._watchdog_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._watchdog_task
+        await self._kill_kernel()  # whatever of the dead kernel's process group is still there
+        with contextlib.suppress(Exception):
+            await ensure_async(self.kc.stop_channels())
+        self.kc = None
+        self._kernel_pid_found = None
+        self.watchdog_reason = None
+        try:
+            await asyncio.wait_for(self._start_kernel_again(), remaining)
+        except asyncio.TimeoutError:
+            return f"it did not start within the {remaining:.0f} s left of the notebook's time limit"
+        except Exception as error:  # the kernel could not start: nothing more to grade
+            return f"{type(error).__name__}: {error}"
+        finally:
+            self._watchdog_task = asyncio.ensure_future(self._watchdog())
+        return None
+
+    async def _start_kernel_again(self):
+        await ensure_async(self.km.restart_kernel(now=True, newports=True))
+        self.kc = self.km.client()
+        await ensure_async(self.kc.start_channels())
+        await ensure_async(self.kc.wait_for_ready(timeout=max(1, self.deadline - time.monotonic())))
+        self.kc.allow_stdin = False
+
+    async def _kernel_alive(self) -> bool:
+        return bool(await ensure_async(self.km.is_alive()))
+
+    def process_message(self, msg, cell, cell_index):
+        """As nbclient does; while replaying only the end of the cell counts: its outputs are dropped."""
+        if not self.replaying:
+            return super().process_message(msg, cell, cell_index)
+        if msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle":
+            raise CellExecutionComplete()
+        return None
+
+    async def _after_test(self, cell, label, threads_before) -> bool:
+        """Check and undo what the test's run changed; False when the kernel has died (in the hidden tests' fork?)."""
         answer = await self._guard("leave", [])
         if answer is None:
+            if not await self._kernel_alive():
+                return False
             cell.outputs.append(error_output(INTEGRITY_ERROR, "the kernel stopped answering the grader's integrity check"))
             self._stop(f"the kernel did not run the grader's integrity check after {label}: it was tampered with")
-            return
+            return True
         if answer["changed"]:
             cell.outputs.append(error_output(
                 INTEGRITY_ERROR, "changed while this test ran, so it cannot count: " + "; ".join(answer["changed"])))
@@ -336,6 +501,7 @@ class GuardedExecute(NotebookClient):
             if forged:
                 cell.outputs = [o for o in cell.outputs if o.output_type != "execute_result"]
                 self._event("result-removed", label, ["an execute_result published inside a failing test was removed"])
+        return True
 
     # -- hidden tests in a sealed fork ----------------------------------------------------
 
@@ -586,16 +752,23 @@ class GuardedExecute(NotebookClient):
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _event(self, kind: str, where: str, details: List[str]):
+        if self.replaying and kind != "kernel-died":
+            return  # what the replayed cells do was logged in the first run
         self.events.append({"kind": kind, "where": where, "details": list(details)})
 
     def _stop(self, reason: str):
         if not self.stop_reason:
             self.stop_reason = reason
-            self._event("stopped", "notebook", [reason])
+            self.events.append({"kind": "stopped", "where": "notebook", "details": [reason]})
 
     def _mark_not_run(self, cell):
         cell.outputs = [error_output(GRADER_ERROR, f"not run: {self.stop_reason}")]
         cell.execution_count = None
+
+
+def _label(cell, index: int) -> str:
+    """How the log names a cell: its nbgrader grade_id, else its position."""
+    return cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {index}")
 
 
 def _failed(reason: str, ename: str = GRADER_ERROR) -> Dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 #: Bump when a change of the grader can change scores: results of older versions are regraded.
-GRADER_VERSION = "1"
+GRADER_VERSION = "2"  # 2: a kernel that dies is restarted (one exercise lost, not the rest)
 
 Scores = Dict[str, Tuple[Optional[float], float]]  # one student: {grade_id: (score, max score)}
 

@@ -26,7 +26,7 @@ from typing import Dict, List
 
 #: Event kinds that mean the student's code did something the instructor should look at.
 ATTENTION_EVENTS = {"tampering-undone", "changed-during-test", "result-removed", "stopped", "kernel-died", "timeout",
-                    "output-truncated"}
+                    "output-truncated", "kernel-restarted"}
 
 
 def _pass_rates(lab, outcomes) -> Dict[str, float]:

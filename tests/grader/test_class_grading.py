@@ -184,6 +184,11 @@ def test_hostile_case_outcome(class_run, case):
         assert kind in kinds, f"{case}: expected an event {kind!r}, got {result['events']}"
     if spec.reason:
         assert spec.reason in result["reason"], f"{case}: expected the reason to mention {spec.reason!r}, got {result['reason']!r}"
+    elif spec.failures:  # a crash the grader recovers from
+        assert not result["reason"], f"{case}: the run should have gone on after the crash, but: {result['reason']!r}"
+    for number, phrase in spec.failures.items():
+        failure = result["failures"].get(hostile.TEST[number], "")
+        assert phrase in failure, f"{case}: expected {hostile.TEST[number]}'s failure to mention {phrase!r}, got {failure!r}"
 
 
 def _outputs(workspace, student):

@@ -121,13 +121,92 @@ def test_memory_and_file_size_limits(tmp_path, isolation):
     assert "still alive" in outputs(alive), outputs(alive)
 
 
+# What a kernel reports about its isolation and limits: the same before and after a restart.
+_WHO_AM_I = ("import os, resource\nprint('WHO', os.getuid(), resource.getrlimit(resource.RLIMIT_DATA), "
+             "resource.getrlimit(resource.RLIMIT_NPROC), resource.getrlimit(resource.RLIMIT_FSIZE), "
+             "resource.getrlimit(resource.RLIMIT_CORE), 'PID 1' if os.getpid() == 1 else 'not PID 1')")
+_HIDDEN = "check(y == 42)\n### BEGIN HIDDEN TESTS\ncheck(y + 1 == 43)\n### END HIDDEN TESTS\n"
+
+
+def _who(cell) -> str:
+    return next(line for line in outputs(cell).splitlines() if line.startswith("WHO"))
+
+
 @pytest.mark.parametrize("isolation", ISOLATIONS)
-def test_dead_kernel_stops_the_run_and_later_tests_score_nothing(tmp_path, isolation):
-    """os._exit() ends the kernel: the reason is recorded and every later cell gets an error output."""
-    result = run_cells([new_code_cell("import os\nos._exit(3)"), _test_cell("pass")], tmp_path, isolation)
-    assert "status 3" in result.stop_reason, result.stop_reason
-    assert "KernelDied" in outputs(result.notebook.cells[0])
-    assert "GradingStopped" in outputs(result.notebook.cells[1]), "a test cell after the crash must not pass"
+def test_dead_kernel_costs_one_exercise_and_the_run_goes_on(tmp_path, isolation):
+    """os._exit() in an answer: that exercise's test scores 0 with the reason; the kernel is restarted
+    with the same user and limits, the cells before are replayed (their outputs kept, not doubled;
+    hidden parts not run again) and the later tests are graded."""
+    result = run_cells([
+        _setup_cell(_SETUP),
+        new_code_cell("open('ran.txt', 'a').write('x')\nprint('FIRST RUN ONLY')\ny = 42\n" + _WHO_AM_I),
+        _test_cell(_HIDDEN, "t1"),
+        new_code_cell("import os\nos._exit(3)"),  # the answer to exercise 2
+        _test_cell("check(False)", "t2"),
+        new_code_cell("z = y + 1\nprint('RAN', open('ran.txt').read())\n" + _WHO_AM_I),
+        _test_cell(_HIDDEN.replace("y", "z - 1"), "t3"),
+    ], tmp_path, isolation)
+    cells = result.notebook.cells
+    assert result.stop_reason is None, result.stop_reason
+    assert "KernelDied: the kernel exited with status 3" in outputs(cells[3]) and "restarted" in outputs(cells[3]), outputs(cells[3])
+    assert outputs(cells[4]).startswith("KernelDied: not run: the kernel died in the answer to this exercise"), outputs(cells[4])
+    assert "status 3" in outputs(cells[4]), outputs(cells[4])
+    assert "RAN xx" in outputs(cells[5]), f"the cell before the crash should have run twice: {outputs(cells[5])}"
+    assert outputs(cells[1]).count("FIRST RUN ONLY") == 1, outputs(cells[1])
+    assert "Error" not in outputs(cells[2]) + outputs(cells[6]), outputs(cells[2]) + outputs(cells[6])
+    assert _who(cells[1]) == _who(cells[5]), "the restarted kernel runs with another user or other limits"
+    assert len(result.hidden_seconds) == 2, f"hidden parts run once each, not replayed: {result.hidden_seconds}"
+    kinds = [(e["kind"], e["where"]) for e in result.events]
+    assert kinds == [("kernel-died", "cell 3"), ("kernel-restarted", "cell 3")], result.events
+    details = " ".join(result.events[1]["details"])
+    assert "replayed the 3 cells" in details and "setup, cell 1, t1" in details and "t2" in details, details
+    if isolation == "namespaces":
+        assert _who(cells[1]).startswith(f"WHO {sandbox.SANDBOX_UID_BASE + 50} ") and _who(cells[1]).endswith(" PID 1"), _who(cells[1])
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_a_test_that_kills_the_kernel_scores_0_and_the_next_exercise_is_graded(tmp_path, isolation):
+    """The kernel dies in a test cell (it calls the answer): that test fails with the reason, the next passes."""
+    result = run_cells([_setup_cell(_SETUP), new_code_cell("def f():\n    import ctypes\n    ctypes.string_at(0)"),
+                        _test_cell("f()", "t1"), new_code_cell("g = lambda: 2"), _test_cell("check(g() == 2)", "t2")],
+                       tmp_path, isolation)
+    cells = result.notebook.cells
+    assert result.stop_reason is None, result.stop_reason
+    assert "KernelDied: the kernel died: a crash (segmentation fault)" in outputs(cells[2]), outputs(cells[2])
+    assert not [o for o in cells[4].outputs if o.output_type == "error"], outputs(cells[4])
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_a_second_death_stops_the_run(tmp_path, isolation):
+    """A kernel that dies again after the restart ends the run as before: later tests get an error output."""
+    result = run_cells([new_code_cell("import os\nos._exit(3)"), _test_cell("pass", "t1"),
+                        new_code_cell("import os\nos._exit(4)"), _test_cell("pass", "t2")], tmp_path, isolation)
+    cells = result.notebook.cells
+    assert "status 4" in result.stop_reason and "died once already" in result.stop_reason, result.stop_reason
+    assert "KernelDied" in outputs(cells[1]) and "KernelDied" in outputs(cells[2]), outputs(cells[1])
+    assert "GradingStopped" in outputs(cells[3]), "a test cell after the second crash must not pass"
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_a_death_during_the_replay_stops_the_run(tmp_path, isolation):
+    """A cell that kills the kernel when it is replayed ends the run; the tests before keep their results."""
+    again = "import os\nif os.path.exists('ran-once'):\n    os._exit(5)\nopen('ran-once', 'w').close()\n"
+    result = run_cells([new_code_cell(again), _test_cell("pass", "t1"), new_code_cell("import os\nos._exit(3)"),
+                        _test_cell("pass", "t2"), new_code_cell("x = 1"), _test_cell("pass", "t3")], tmp_path, isolation)
+    cells = result.notebook.cells
+    assert "status 5" in result.stop_reason and "replayed" in result.stop_reason, result.stop_reason
+    assert not [o for o in cells[1].outputs if o.output_type == "error"], outputs(cells[1])
+    assert "restarted" not in outputs(cells[2]) + outputs(cells[3]), "the run did not go on: the outputs must not say so"
+    assert "GradingStopped" in outputs(cells[5]), outputs(cells[5])
+
+
+@pytest.mark.parametrize("isolation", ISOLATIONS[-1:])
+def test_the_replay_counts_against_the_notebook_time_limit(tmp_path, isolation):
+    """Restart and replay fit in the notebook's time limit, or the run stops there."""
+    result = run_cells([new_code_cell("import time\ntime.sleep(4)"), new_code_cell("import os\nos._exit(3)"),
+                        _test_cell("pass", "t1")], tmp_path, isolation, notebook_timeout=7)
+    assert "time limit" in result.stop_reason, result.stop_reason
+    assert "GradingStopped" in outputs(result.notebook.cells[2]) or "KernelDied" in outputs(result.notebook.cells[2])
 
 
 @needs_namespaces

@@ -1,9 +1,9 @@
 """Hostile and broken submissions of Lab 1, each with the outcome the class grader must give it.
 
 Every case starts from a correct submission (``lab1.ALTERNATIVE``) and breaks it one way:
-runaway code (endless loops, memory and fork bombs, exits, a crash, huge output, a notebook
-that runs too long), cheating (fake output, forged results, patched libraries and test
-helpers, a shadowed builtin, an input transformer, a trace function, edited, deleted,
+runaway code (endless loops, memory and fork bombs, exits, kernels that die early, late or
+twice, huge output, a notebook that runs too long), cheating (fake output, forged results,
+patched libraries and test helpers, a shadowed builtin, an input transformer, a trace function, edited, deleted,
 duplicated and renamed test cells, changed points, a faked set-up cell), broken files
 (corrupt JSON, wrong file name, wrong kernel) and attacks on the grader (writing outside the
 submission, reading the course's files and the gradebook, the network, the grader's own
@@ -48,6 +48,7 @@ class Case:
     notes: Tuple[str, ...] = ()  # phrases expected in the grader's notes
     events: Tuple[str, ...] = ()  # event kinds expected
     reason: str = ""  # phrase expected in the stop or not-gradable reason
+    failures: Dict[int, str] = dataclasses.field(default_factory=dict)  # test number -> phrase expected in its failure
 
     def expected_scores(self) -> Dict[str, float]:
         """{test grade_id: points} this case must get (tests in ``either`` are left out)."""
@@ -423,9 +424,9 @@ CASES: Dict[str, Case] = {
         "allocates 64 GiB: MemoryError in that cell only",
         answers(ex8_conv_output_size=_then("ex8_conv_output_size", "hog = bytearray(64 * 2**30)"))),
     "memory_bomb_processes": Case(
-        "four forked children use 600 MiB each: the watchdog kills the kernel, later tests score 0",
+        "four forked children use 600 MiB each: the watchdog kills the kernel, that exercise scores 0, the rest is graded",
         answers(ex8_conv_output_size=_PROCESS_MEMORY_BOMB),
-        zero=(8, 9, 10), events=("kernel-died",), reason="memory limit"),
+        zero=(8,), events=("kernel-died", "kernel-restarted"), failures={8: "memory limit"}),
     "fork_bomb": Case(
         "forks until the process limit stops it: that cell fails, the rest is graded",
         answers(ex8_conv_output_size=_then("ex8_conv_output_size",
@@ -434,14 +435,33 @@ CASES: Dict[str, Case] = {
         "sys.exit() before the answer's def: that exercise scores 0",
         answers(ex8_conv_output_size="import sys\nsys.exit('bye')\n" + ALTERNATIVE["ex8_conv_output_size"]),
         zero=(8,)),
+    # A kernel that dies costs one exercise: the grader restarts it, replays the cells before the
+    # crash and grades the rest (a second death ends the run).
     "os_exit": Case(
-        "os._exit() kills the kernel: later tests score 0",
+        "os._exit() kills the kernel in an answer: that exercise scores 0, the kernel is restarted, the rest is graded",
         answers(ex8_conv_output_size="import os\nos._exit(3)"),
-        zero=(8, 9, 10), events=("kernel-died",), reason="status 3"),
+        zero=(8,), events=("kernel-died", "kernel-restarted"), failures={8: "status 3"}),
     "kernel_crash": Case(
-        "a segmentation fault: later tests score 0",
+        "a segmentation fault in an answer: that exercise scores 0, the rest is graded",
         answers(ex8_conv_output_size="import ctypes\nctypes.string_at(0)"),
-        zero=(8, 9, 10), events=("kernel-died",), reason="segmentation fault"),
+        zero=(8,), events=("kernel-died", "kernel-restarted"), failures={8: "segmentation fault"}),
+    "os_exit_early": Case(
+        "os._exit() at the top of the first answer: only exercise 1 scores 0",
+        answers(ex1_split_dataset="import os\nos._exit(3)\n" + ALTERNATIVE["ex1_split_dataset"]),
+        zero=(1,), events=("kernel-died", "kernel-restarted"), failures={1: "status 3"}),
+    "segfault_early": Case(
+        "a segmentation fault after the second answer's class: only exercise 2 scores 0 (the crashing cell is not replayed)",
+        answers(ex2_fully_connected_net=_then("ex2_fully_connected_net", "import ctypes\nctypes.string_at(0)")),
+        zero=(2,), events=("kernel-died", "kernel-restarted"), failures={2: "segmentation fault"}),
+    "memory_limit_early": Case(
+        "the third answer's forked children pass the memory limit: the watchdog kills the kernel, only exercise 3 scores 0",
+        answers(ex3_sgd_update=_PROCESS_MEMORY_BOMB),
+        zero=(3,), events=("kernel-died", "kernel-restarted"), failures={3: "memory limit"}),
+    "crashes_twice": Case(
+        "os._exit() in the second and the fifth answer: the first crash costs exercise 2, the second ends the run",
+        answers(ex2_fully_connected_net="import os\nos._exit(3)", ex5_predict="import os\nos._exit(4)"),
+        zero=(2, 5, 6, 7, 8, 9, 10), events=("kernel-died", "kernel-restarted", "stopped"), reason="status 4",
+        failures={2: "status 3"}),
     "huge_output": Case(
         "prints 30 MB: output beyond the cap is dropped, grades unaffected",
         answers(ex8_conv_output_size=_then("ex8_conv_output_size", "for _ in range(30):\n    print('x' * 2**20)")),
