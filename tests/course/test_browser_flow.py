@@ -169,12 +169,25 @@ def _formgrader_action(page, column: str, shot: str) -> str:
     return text
 
 
-def _nbgrader_menu(page) -> list:
-    """Open JupyterLab's Nbgrader menu; return the commands it offers."""
-    page.locator("#jp-menu-panel div.lm-MenuBar-itemLabel", has_text=re.compile("^Nbgrader$")).click()
-    items = page.locator("#jp-mainmenu-nbgrader li[data-command]")
-    items.first.wait_for(timeout=30_000)
-    return [items.nth(i).get_attribute("data-command") for i in range(items.count())]
+def _nbgrader_menu(page, shot: str = "", click: str = "") -> list:
+    """Open JupyterLab's Nbgrader menu; return the commands it shows, then click ``click`` or close it."""
+    menu = page.locator("#jp-mainmenu-nbgrader")
+    title = page.locator("#jp-menu-panel div.lm-MenuBar-itemLabel", has_text=re.compile("^Nbgrader$"))
+    if not menu.is_visible():
+        title.click()
+    menu.wait_for(state="visible", timeout=30_000)
+    page.wait_for_timeout(300)
+    items = menu.locator("li[data-command]")
+    # The menu holds an item for every nbgrader command; those of disabled plugins are hidden.
+    shown = [items.nth(i).get_attribute("data-command") for i in range(items.count()) if items.nth(i).is_visible()]
+    if shot:
+        _shot(page, shot)
+    if click:
+        menu.locator(f'li[data-command="{click}"]').click()
+    else:
+        title.click()  # closes it
+    menu.wait_for(state="hidden", timeout=10_000)
+    return shown
 
 
 def _list_rows(page, name: str, count: int):
@@ -224,6 +237,7 @@ def test_release_fetch_validate_submit_grade_and_feedback_in_a_real_browser(mach
     workspace, student, instructor_env = machine
     if student.note:
         print(f"Note: {student.note}.")
+    shutil.rmtree(SHOTS, ignore_errors=True)  # no screenshot of an earlier run passes for this one's
     with jupyterlab(workspace, log=workspace.parent / "instructor-jupyterlab.log", env=instructor_env) as (teacher_url, teacher_token), \
             jupyterlab(student.home, log=workspace.parent / "student-jupyterlab.log", env=student.env,
                        user=student.identity()) as (student_url, student_token), \
@@ -236,17 +250,14 @@ def test_release_fetch_validate_submit_grade_and_feedback_in_a_real_browser(mach
 
         # 1. The instructor's JupyterLab offers the Formgrader; the student's does not.
         teacher.goto(f"{teacher_url}/lab?token={teacher_token}", wait_until="load")
-        teacher_menu = _nbgrader_menu(teacher)
-        _shot(teacher, "01-instructor-nbgrader-menu")
+        teacher_menu = _nbgrader_menu(teacher, "01-instructor-nbgrader-menu")
         assert "nbgrader:open-formgrader" in teacher_menu, f"instructor's Nbgrader menu: {teacher_menu}"
         pupil.goto(f"{student_url}/lab?token={student_token}", wait_until="load")
-        pupil_menu = _nbgrader_menu(pupil)
-        _shot(pupil, "02-student-nbgrader-menu")
+        pupil_menu = _nbgrader_menu(pupil, "02-student-nbgrader-menu")
         assert "nbgrader:open-assignment-list" in pupil_menu, f"student's Nbgrader menu: {pupil_menu}"
         offered = [c for c in pupil_menu if c in ("nbgrader:open-formgrader", "nbgrader:open-course-list",
                                                    "nbgrader:open-create-assignment")]
         assert offered == [], f"the student's JupyterLab offers instructor tools: {offered}"
-        pupil.keyboard.press("Escape")
         for path in ("formgrader", "formgrader/api/assignments"):  # the server extensions are off, not just hidden
             status = pupil.request.get(f"{student_url}/{path}?token={student_token}").status
             assert status == 404, f"the student's server answers /{path} with HTTP {status}, expected 404"
@@ -259,15 +270,14 @@ def test_release_fetch_validate_submit_grade_and_feedback_in_a_real_browser(mach
         assert (workspace / "exchange" / "dlmed-workshop" / "outbound" / LAB / NAME).exists(), "release: nothing in the exchange"
 
         # 3. The student fetches lab1 in the Assignment List and opens the notebook from there.
-        _nbgrader_menu(pupil)
-        pupil.locator('#jp-mainmenu-nbgrader li[data-command="nbgrader:open-assignment-list"]').click()
+        _nbgrader_menu(pupil, click="nbgrader:open-assignment-list")
         released = _list_rows(pupil, "released", 1)
         assert LAB in released.first.inner_text(), released.first.inner_text()
         _shot(pupil, "05-student-assignment-list-released")
         released.first.locator(".item_status button").click()
         fetched = _list_rows(pupil, "fetched", 1)
         assert (student.home / LAB / NAME).exists(), "fetch: the notebook is not in the student's home"
-        pupil.locator(f'#fetched_assignments_list a:text("{LAB}")').click()
+        pupil.locator("#fetched_assignments_list a.assignment-notebooks-link", has_text=LAB).click()
         notebook_link = pupil.locator("#fetched_assignments_list .list_item .item_name a", has_text=Path(NAME).stem)
         notebook_link.wait_for(state="visible")
         _shot(pupil, "06-student-fetched")
@@ -317,6 +327,7 @@ def test_release_fetch_validate_submit_grade_and_feedback_in_a_real_browser(mach
 
         # 7. The scores in the Formgrader's gradebook.
         teacher.goto(f"{teacher_url}/formgrader/gradebook/{LAB}/{Path(NAME).stem}", wait_until="networkidle")
+        teacher.locator("button", has_text="Show All Names").click()  # the gradebook hides names by default
         row = teacher.locator("tr", has_text=STUDENT)
         row.wait_for()
         code_score = row.locator(".code-score").inner_text().strip()
@@ -336,13 +347,22 @@ def test_release_fetch_validate_submit_grade_and_feedback_in_a_real_browser(mach
         while not list((student.home / LAB / "feedback").glob(f"*/{Path(NAME).stem}.html")):
             assert time.monotonic() < deadline, f"no feedback fetched: {pupil.inner_text('#submitted_assignments_list')[:1000]!r}"
             pupil.wait_for_timeout(500)
-        pupil.wait_for_timeout(1000)
+        pupil.locator("#refresh_assignments_list").click()
+        view = pupil.locator("#submitted_assignments_list a", has_text="view feedback")
+        view.wait_for()
         _shot(pupil, "14-student-feedback-fetched")
+        view.click()  # the file browser goes to the feedback folder; the student opens the page there
         page_path = next((student.home / LAB / "feedback").glob(f"*/{Path(NAME).stem}.html"))
+        pupil.locator(".jp-DirListing-item", has_text=page_path.name).dblclick()
+        pupil.locator(".jp-HTMLViewer iframe, .jp-RenderedHTML, iframe").first.wait_for(timeout=60_000)
+        pupil.wait_for_timeout(2000)
+        _shot(pupil, "15-student-feedback-in-jupyterlab")
+        # The same page on its own, as the server hands it out (JupyterLab's viewer shows it sandboxed).
         relative = page_path.relative_to(student.home).as_posix()
-        pupil.goto(f"{student_url}/files/{relative}", wait_until="load")
-        shown = pupil.inner_text("body")
-        _shot(pupil, "15-student-feedback-page")
+        alone = pupil.context.new_page()
+        alone.goto(f"{student_url}/files/{relative}?token={student_token}", wait_until="load")
+        shown = alone.inner_text("body")
+        _shot(alone, "16-student-feedback-page")
         browser.close()
 
     from bs4 import BeautifulSoup
