@@ -108,6 +108,7 @@ class Student:
 @pytest.fixture(scope="module")
 def machine(grading_data_dir):
     """A scratch course with ``./course.sh exchange`` run, and a student configured with ``./course.sh student``."""
+    browser_or_skip()  # before making users and servers
     stamp = Path(sys.prefix) / ".dlmed-installed"
     if not stamp.exists() or stamp.stat().st_mtime < (PROJECT_ROOT / "pyproject.toml").stat().st_mtime:
         pytest.skip(f"{sys.prefix} was not set up by ./course.sh (no up-to-date .dlmed-installed): "
