@@ -142,8 +142,14 @@ PYTHON
         fi
         if [ -n "$exchange_root" ]; then
             mkdir -p "$config_dir"
+            marker="# Written by course.sh student: the Assignment List's exchange and course (README, \"For students\")."
+            if [ -f "$config_dir/nbgrader_config.py" ] && [ "$(head -n 1 "$config_dir/nbgrader_config.py")" != "$marker" ]; then
+                echo "course.sh student: $config_dir/nbgrader_config.py exists and is not ours; add to it:" >&2
+                echo "    c.CourseDirectory.course_id = \"dlmed-workshop\"; c.Exchange.root = \"$exchange_root\"" >&2
+                exit 1
+            fi
             cat > "$config_dir/nbgrader_config.py" <<CONFIG
-# Written by course.sh student: the Assignment List's exchange and course (README, "For students").
+$marker
 c = get_config()  # noqa: F821
 c.CourseDirectory.course_id = "dlmed-workshop"
 c.Exchange.root = "$exchange_root"
