@@ -1,5 +1,7 @@
 """nbgrader configuration for the workshop. Run nbgrader from this folder (the course root)."""
 
+import os
+
 from dlmed.course.grading import CELL_TIMEOUT_SECONDS, IGNORED_STDERR_PATTERN
 
 c = get_config()  # noqa: F821 (provided by nbgrader when it loads this file)
@@ -11,6 +13,13 @@ c.CourseDirectory.submitted_directory = "submitted"
 c.CourseDirectory.autograded_directory = "autograded"
 c.CourseDirectory.feedback_directory = "feedback"
 c.CourseDirectory.solution_directory = "solutions"
+
+# The exchange (release, collect and feedback for the students' Assignment List): exchange/ in
+# this folder when `./course.sh exchange` made it (one machine, no JupyterHub); otherwise
+# nbgrader's default, /srv/nbgrader/exchange, or what the hub's configuration sets.
+_course_exchange = os.path.join(os.path.dirname(os.path.abspath(__file__)), "exchange")
+if os.path.isdir(_course_exchange):
+    c.Exchange.root = _course_exchange
 
 # Per-cell limit for autograde and validate. In grading mode (NBGRADER_EXECUTION is set)
 # the notebooks train for a few steps only, so this is a guard against endless loops.

@@ -169,3 +169,19 @@ def test_course_configuration_is_json_serialisable():
                           ("Autograde", "autograde_preprocessors"), ("HTMLExporter", "preprocessors")]:
         listed = config[section][name]
         assert listed and all(isinstance(entry, str) for entry in listed), f"{section}.{name}: {listed}"
+
+
+def test_course_configuration_uses_a_course_local_exchange_only_when_there_is_one(tmp_path):
+    """exchange/ next to nbgrader_config.py (./course.sh exchange) becomes Exchange.root; without it a hub's setting stays."""
+    import shutil
+
+    from traitlets.config import PyFileConfigLoader
+
+    from tests.conftest import PROJECT_ROOT
+
+    shutil.copy2(PROJECT_ROOT / "nbgrader_config.py", tmp_path / "nbgrader_config.py")
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(tmp_path)).load_config()
+    assert "root" not in config.Exchange, f"Exchange.root set without an exchange/ folder: {config.Exchange}"
+    (tmp_path / "exchange").mkdir()
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(tmp_path)).load_config()
+    assert config.Exchange.root == str(tmp_path / "exchange"), config.Exchange

@@ -11,20 +11,15 @@ and a positive control shows that the same payload does run in this browser when
 stops it.
 """
 
-import contextlib
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-import uuid
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from dlmed import course
+from tests.browser import ARTEFACTS, CHROMIUM, browser_or_skip, jupyterlab
 from tests.conftest import PROJECT_ROOT
 from tests.submissions import hostile, lab1
 
@@ -32,23 +27,8 @@ pytestmark = pytest.mark.slow
 
 LAB = "lab1"
 NAME = hostile.LAB_NOTEBOOK
-CHROMIUM = "/usr/bin/chromium"
 XSS_CASES = sorted(case for case in hostile.CASES if case.startswith("xss_"))
 STOCK_STUDENT = "stock_autograde_xss"
-#: Screenshots of every page visited, for a person to look at.
-ARTEFACTS = PROJECT_ROOT / "build" / "test-artefacts" / "browser"
-
-
-def _browser_or_skip():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install chromium; .ci/run installs it)")
-    return pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e '.[browser]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _stock_submission(release):
@@ -91,37 +71,6 @@ def graded_course(tmp_path_factory, grading_data_dir):
     course.run_nbgrader(["generate_feedback", LAB, "--student", STOCK_STUDENT, "--force"], workspace)
     _unsanitised(workspace / "autograded" / "xss_script_output" / LAB / NAME, "xss_script_output")
     return workspace
-
-
-@contextlib.contextmanager
-def jupyterlab(workspace: Path):
-    """JupyterLab serving ``workspace`` (the course root) on a free port; yields (base URL, token)."""
-    port, token = _free_port(), uuid.uuid4().hex
-    log = open(workspace / "jupyterlab.log", "wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--allow-root", "--no-browser", f"--ServerApp.port={port}",
-         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={workspace}"],
-        cwd=workspace, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"JupyterLab did not start: {(workspace / 'jupyterlab.log').read_text()[-2000:]}")
-                time.sleep(0.5)
-        yield base, token
-    finally:
-        os.killpg(server.pid, 15)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, 9)
-            server.wait()
-        log.close()
 
 
 class Visit:
@@ -187,7 +136,7 @@ def test_honest_answers_keep_their_points_and_the_report_names_the_attacks(grade
 
 def test_formgrader_feedback_and_report_stay_inert_in_a_real_browser(graded_course):
     """Chromium opens every attacked page as the logged-in instructor: no title change, no write, no request."""
-    sync_api = _browser_or_skip()
+    sync_api = browser_or_skip()
     before = sorted(str(p) for p in graded_course.rglob("xss-proof*"))
     ids = _submission_ids(graded_course)
     with jupyterlab(graded_course) as (base, token), sync_api.sync_playwright() as playwright:
