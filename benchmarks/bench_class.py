@@ -17,8 +17,15 @@ Then, alternating, ``--repeats`` times each (default 3):
 
 - stock: ``nbgrader autograde lab1 --force`` (one notebook after another, as nbgrader does);
 - dlmed: ``dlmed grade lab1 --force --no-feedback`` (the default: as many at a time as
-  cores, in sandboxes, with the reference check first); feedback is not timed because stock
-  autograde writes none.
+  cores, in sandboxes, with the reference check first; run as root, its kernels are forked
+  from a zygote that has the libraries imported, see dlmed/grader/zygote.py); feedback is not
+  timed because stock autograde writes none;
+- cold (only with ``--tools``): the same with ``--cold-start``, every kernel started from scratch.
+
+``--jobs`` sets dlmed's submissions at a time (default: the number of cores). For each dlmed
+run the per-submission breakdown comes from the grader's journal (``timings``: preparing,
+the sandbox's start, the kernel's start, the cells, the hidden tests among them, recording):
+medians over the submissions the sandbox ran.
 
 Reported: median, min and max wall time of each, and the ratio of the medians. Each dlmed
 run's per-cell scores are compared with the stock run's in the gradebook: they must agree
@@ -29,11 +36,14 @@ what each tool gave them is recorded. Raw results go to benchmarks/results/ (git
 
     .venv/bin/python benchmarks/bench_class.py                 # 60 students, 3 repeats each
     .venv/bin/python benchmarks/bench_class.py --students 12 --repeats 1
+    .venv/bin/python benchmarks/bench_class.py --students 30 --repeats 1 --tools dlmed --jobs 1
 """
 
 import argparse
 import itertools
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,6 +121,15 @@ def forget_grades(workspace: Path, students):
                 pass
 
 
+def journal_timings(workspace: Path) -> dict:
+    """Median seconds per step (the journal's ``timings``) over the submissions a sandbox ran, and their count."""
+    entries = [json.loads(path.read_text()) for path in (workspace / "grading" / LAB / "results").glob("*.json")]
+    timed_entries = [entry["timings"] for entry in entries if entry.get("timings")]
+    steps = sorted({step for timings in timed_entries for step in timings})
+    medians = {step: statistics.median(t.get(step, 0.0) for t in timed_entries) for step in steps}
+    return {"submissions": len(timed_entries), "median_seconds": medians}
+
+
 def gradebook_scores(workspace: Path, students) -> dict:
     """{student: {test cell: auto score}} for the students the gradebook has scores for."""
     return {student: {cell: score for cell, (score, _) in cells.items() if cell in lab1.FULL_MARKS}
@@ -122,7 +141,10 @@ def main(argv=None) -> int:
     parser.add_argument("--students", type=int, default=60, help="submissions in the class (default 60)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each tool (default 3)")
     parser.add_argument("--output", type=Path, default=None, help="results JSON (default benchmarks/results/class-<time>.json)")
+    parser.add_argument("--tools", default="stock,dlmed", help="comma-separated, of stock, dlmed, cold (default stock,dlmed)")
+    parser.add_argument("--jobs", type=int, default=None, help="dlmed's submissions at a time (default: the number of cores)")
     args = parser.parse_args(argv)
+    tools = [tool.strip() for tool in args.tools.split(",") if tool.strip()]
 
     output = args.output or RESULTS_DIR / f"class-{time.strftime('%Y%m%d-%H%M%S')}.json"
     workdir = Path(tempfile.mkdtemp(prefix="dlmed-bench-class-"))
@@ -135,21 +157,26 @@ def main(argv=None) -> int:
         "machine": {"nproc": os.cpu_count(), "cpu_model": cpu_model(), "python": sys.version.split()[0],
                     "torch": package_version("torch"), "nbgrader": package_version("nbgrader")},
         "students": args.students, "mix": {k: sum(1 for v in kinds.values() if v.startswith(k)) for k in MIX},
-        "kinds": kinds, "runs": {"stock": [], "dlmed": []}, "score_mismatches": [],
+        "kinds": kinds, "runs": {tool: [] for tool in tools}, "score_mismatches": [], "jobs": args.jobs or os.cpu_count(),
     }
-    commands = {
-        "stock": [sys.executable, "-m", "nbgrader", "autograde", LAB, "--force"],
-        "dlmed": [sys.executable, "-m", "dlmed", "grade", LAB, "--force", "--no-feedback", "--no-progress"],
-    }
+    dlmed = [sys.executable, "-m", "dlmed", "grade", LAB, "--force", "--no-feedback", "--no-progress"] + (
+        ["--jobs", str(args.jobs)] if args.jobs else [])
+    commands = {"stock": [sys.executable, "-m", "nbgrader", "autograde", LAB, "--force"],
+                "dlmed": dlmed, "cold": dlmed + ["--cold-start"]}
     for repeat in range(args.repeats):
-        for tool in ("stock", "dlmed"):
+        for tool in tools:
             forget_grades(workspace, students)
             run = timed(commands[tool], workspace)
             run["scores"] = gradebook_scores(workspace, students)
+            if tool != "stock":
+                run["timings"] = journal_timings(workspace)
             results["runs"][tool].append(run)
             print(f"run {repeat + 1}/{args.repeats} {tool}: {run['seconds']:.1f} s (exit {run['returncode']}, "
-                  f"{len(run['scores'])} graded)", flush=True)
+                  f"{len(run['scores'])} graded)" + (f"; per submission, medians: {_steps(run['timings'])}" if tool != "stock" else ""),
+                  flush=True)
             save(results, output)
+        if "stock" not in tools or "dlmed" not in tools:
+            continue
         stock, ours = results["runs"]["stock"][-1]["scores"], results["runs"]["dlmed"][-1]["scores"]
         for student in students:
             if kinds[student].startswith(("correct", "partial", "blank")) or kinds[student] == "broken: sys_exit":
@@ -161,16 +188,23 @@ def main(argv=None) -> int:
             for student in students if kinds[student] in ("broken: corrupt_json", "broken: wrong_name", "broken: os_exit")})
     summaries = {tool: summarize([run["seconds"] for run in runs]) for tool, runs in results["runs"].items()}
     results["summary"] = summaries
-    results["speedup_of_medians"] = summaries["stock"]["median"] / summaries["dlmed"]["median"]
+    labels = {"stock": "stock nbgrader autograde", "dlmed": "dlmed grade", "cold": "dlmed grade --cold-start"}
+    print(format_table({f"{labels[tool]}, {args.students} students": summaries[tool] for tool in tools}))
+    for tool in tools:
+        if tool != "stock" and "stock" in tools:
+            results[f"speedup_of_medians_{tool}"] = summaries["stock"]["median"] / summaries[tool]["median"]
+            print(f"speed-up of {tool} over stock (ratio of medians): {results[f'speedup_of_medians_{tool}']:.2f}x")
+    if "dlmed" in tools and "stock" in tools:
+        results["speedup_of_medians"] = results["speedup_of_medians_dlmed"]
     save(results, output)
-    print(format_table({f"stock nbgrader autograde, {args.students} students": summaries["stock"],
-                        f"dlmed grade, {args.students} students": summaries["dlmed"]}))
-    print(f"speed-up (ratio of medians): {results['speedup_of_medians']:.2f}x")
-    print(f"graded by stock: {len(results['runs']['stock'][-1]['scores'])}, by dlmed: "
-          f"{len(results['runs']['dlmed'][-1]['scores'])} of {args.students}")
+    print("graded: " + ", ".join(f"{tool} {len(results['runs'][tool][-1]['scores'])}" for tool in tools) + f" of {args.students}")
     print(f"per-cell score mismatches where stock graded: {len(results['score_mismatches'])}")
     print(f"results: {output}")
     return 0 if not results["score_mismatches"] else 1
+
+
+def _steps(timings: dict) -> str:
+    return ", ".join(f"{step} {seconds:.2f} s" for step, seconds in timings["median_seconds"].items())
 
 
 if __name__ == "__main__":

@@ -55,6 +55,9 @@ def _grade_parser(subparsers, common):
     grade.add_argument("--hide", action="append", default=[], type=Path, metavar="DIR",
                        help="another folder the kernels must not see (repeatable)")
     grade.add_argument("--no-progress", action="store_true", help="no progress bar")
+    grade.add_argument("--cold-start", action="store_true",
+                       help="start every kernel from scratch instead of forking it from one that has the "
+                            "libraries imported (slower; warm starts are used only with 'namespaces')")
 
 
 def _grade(root: Path, args) -> int:
@@ -69,7 +72,8 @@ def _grade(root: Path, args) -> int:
     settings = GradeSettings(
         lab=args.lab, jobs=args.jobs or os.cpu_count() or 1, limits=limits, isolation=args.isolation,
         force=args.force, zips=args.zip, feedback=not args.no_feedback, check_reference=not args.skip_reference_check,
-        data_dir=args.data_dir, students=args.student, progress=not args.no_progress, hide=args.hide)
+        data_dir=args.data_dir, students=args.student, progress=not args.no_progress, hide=args.hide,
+        warm_start=not args.cold_start)
     try:
         outcomes = grade_class(root, settings)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@
 - :mod:`~dlmed.grader.repair`: staging a submission, repairing what nbgrader cannot read;
 - :mod:`~dlmed.grader.runner`: running notebooks in sandboxes, the reference check;
 - :mod:`~dlmed.grader.sandbox`: isolation and limits for one notebook (``python -m dlmed.grader.sandbox``);
+- :mod:`~dlmed.grader.zygote`: warm starts, sandboxes and kernels forked from a process with the libraries imported;
 - :mod:`~dlmed.grader.executor`: executing a notebook in the sandbox, test cell by test cell;
 - :mod:`~dlmed.grader.guard`: the integrity guard inside the student's kernel;
 - :mod:`~dlmed.grader.seal`: the sealed fork of the kernel that runs the hidden tests;

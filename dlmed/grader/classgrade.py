@@ -56,6 +56,7 @@ class GradeSettings:
     students: Optional[Sequence[str]] = None
     progress: bool = True
     hide: Sequence[Path] = ()
+    warm_start: bool = True
 
 
 class ClassGrader:
@@ -90,11 +91,18 @@ class ClassGrader:
                   file=sys.stderr, flush=True)
         _say(f"Grading {len(students)} submissions of {self.lab}: {settings.jobs} at a time, "
              f"isolation '{self.runner.isolation}', {settings.limits.describe()}.")
-        if settings.check_reference and students:
-            _say("Checking the grading environment with the instructor's solution ...")
-            result = self.runner.check_reference(self.root / "source" / self.lab / self.lab_info.notebook_name, self.lab)
-            self.journal.log(f"reference solution passes every test in {result.seconds:.1f} s")
-        outcomes = self._grade_all(students)
+        try:
+            if settings.warm_start and students and self.runner.start_warm_starts():
+                problem = self.runner.warm_start_problem()
+                self.journal.log("warm starts: " + (f"off, {problem}" if problem else
+                                                    "kernels and supervisors are forked from a zygote"))
+            if settings.check_reference and students:
+                _say("Checking the grading environment with the instructor's solution ...")
+                result = self.runner.check_reference(self.root / "source" / self.lab / self.lab_info.notebook_name, self.lab)
+                self.journal.log(f"reference solution passes every test in {result.seconds:.1f} s")
+            outcomes = self._grade_all(students)
+        finally:
+            self.runner.close()
         return [outcomes[s] for s in students]
 
     # -- one student ----------------------------------------------------------------------
@@ -122,11 +130,20 @@ class ClassGrader:
         notebook = nbformat.read(str(sanitized_path), as_version=4)
         return self.runner.job(notebook, sanitized_path.parent), notes, fingerprint, sanitized_path
 
-    def record(self, student: str, prepared, result: sandbox.SandboxResult) -> StudentResult:
-        """Score an executed notebook into the gradebook and the journal."""
+    def record(self, student: str, prepared, result: sandbox.SandboxResult, prepare_seconds: float = 0.0) -> StudentResult:
+        """Score an executed notebook into the gradebook and the journal (with where the time went)."""
         _, notes, fingerprint, sanitized_path = prepared
-        return self._finish(self.gradebook.record(student, sanitized_path, result, notes, fingerprint,
-                                                  self.lab_info.notebook_name))
+        started = time.monotonic()
+        outcome = self.gradebook.record(student, sanitized_path, result, notes, fingerprint, self.lab_info.notebook_name)
+        outcome.timings = {
+            "prepare": prepare_seconds,  # staging, repairs, nbgrader's sanitize step
+            "supervisor_start": max(0.0, result.wall_seconds - result.seconds),  # the sandbox's process, until it runs
+            "kernel_start": result.startup_seconds,  # namespaces, folders, the kernel until it answers
+            "cells": max(0.0, result.seconds - result.startup_seconds),  # guard and hidden tests included
+            "hidden_tests": sum(result.hidden_seconds),
+            "record": time.monotonic() - started,  # made inert, nbgrader's scoring step, gradebook
+        }
+        return self._finish(outcome)
 
     def _finish(self, outcome: StudentResult) -> StudentResult:
         """Log the outcome and note it in the journal."""
@@ -147,7 +164,7 @@ class ClassGrader:
 
         outcomes: Dict[str, StudentResult] = {}
         pending = list(students)
-        running: Dict[concurrent.futures.Future, Tuple[str, tuple]] = {}
+        running: Dict[concurrent.futures.Future, Tuple[str, tuple, float]] = {}
         bar = tqdm(total=len(students), unit="student", desc=f"Grading {self.lab}",
                    disable=not self.settings.progress, dynamic_ncols=True)
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.settings.jobs)
@@ -156,18 +173,19 @@ class ClassGrader:
                 # One more job than slots, so a freed slot starts at once.
                 while pending and len(running) <= self.settings.jobs:
                     student = pending.pop(0)
+                    prepare_started = time.monotonic()
                     prepared = self.prepare(student)
                     if isinstance(prepared, StudentResult):
                         outcomes[student] = prepared
                         bar.update()
                         continue
-                    running[pool.submit(self.runner.run, prepared[0])] = (student, prepared)
+                    running[pool.submit(self.runner.run, prepared[0])] = (student, prepared, time.monotonic() - prepare_started)
                 if not running:
                     continue
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
                 for future in done:
-                    student, prepared = running.pop(future)
-                    outcomes[student] = self.record(student, prepared, future.result())
+                    student, prepared, prepare_seconds = running.pop(future)
+                    outcomes[student] = self.record(student, prepared, future.result(), prepare_seconds)
                     bar.update()
                     bar.set_postfix_str(f"last: {student} {outcomes[student].points:g} pts")
         except BaseException:

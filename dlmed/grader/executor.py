@@ -178,10 +178,32 @@ class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel command is prefixed by the sandbox's launcher."""
 
     launcher: List[str] = []
+    #: A :class:`dlmed.grader.zygote.KernelSeed`: the first kernel starts from it, warm (the
+    #: launcher's settings and path, without exec'ing Python again); later ones the usual way.
+    seed = None
 
     def format_kernel_cmd(self, extra_arguments=None):
         """The usual kernel command, started through :attr:`launcher` (limits, user, namespaces)."""
         return list(self.launcher) + super().format_kernel_cmd(extra_arguments)
+
+    async def _async_launch_kernel(self, kernel_cmd: List[str], **kw):
+        from dlmed.grader.zygote import kernel_command_is_ipykernel
+
+        seed, self.seed = self.seed, None
+        prefix = list(self.launcher)
+        command = kernel_cmd[len(prefix):]
+        if seed is None or kernel_cmd[:len(prefix)] != prefix or not kernel_command_is_ipykernel(command):
+            if seed is not None:
+                seed.discard()
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        # What jupyter_client's launch_kernel gives a kernel it starts, given to the seed instead.
+        env = dict(kw.get("env") or os.environ, JPY_PARENT_PID=str(os.getpid()))
+        cwd = str(kw.get("cwd") or os.getcwd())
+        settings = json.loads(prefix[prefix.index("--launch") + 1])
+        process = seed.start(command, settings, env, cwd, [kw.get("stdin"), kw.get("stdout"), kw.get("stderr")])
+        provisioner = self.provisioner
+        provisioner.process, provisioner.pid, provisioner.pgid, provisioner.cwd = process, process.pid, process.pid, cwd
+        self._reconcile_connection_info(provisioner.connection_info)
 
 
 class GuardedExecute(NotebookClient):
@@ -212,6 +234,7 @@ class GuardedExecute(NotebookClient):
         self.output_bytes = 0
         self.watchdog_reason: Optional[str] = None
         self.hidden_seconds: List[float] = []  # per hidden-test part: fork, seal, run and verdict
+        self.kernel_ready: Optional[float] = None  # time.monotonic() when the kernel first answered
         self.restarts_left = 1  # kernel deaths the run survives (see _recover)
         self.replaying = False  # re-running the cells before a crash: outputs and events are dropped
         self.lost: set = set()  # indices of test cells a crash cost (marked, never run)
@@ -247,6 +270,7 @@ class GuardedExecute(NotebookClient):
     async def _run(self, **start_kwargs):
         async with self.async_setup_kernel(**start_kwargs):
             reply = await self._reply(await ensure_async(self.kc.kernel_info()), self.startup_timeout)
+            self.kernel_ready = time.monotonic()
             if reply is not None:
                 self.nb.metadata["language_info"] = reply["content"].get("language_info", {})
             self._watchdog_task = asyncio.ensure_future(self._watchdog())
@@ -620,8 +644,9 @@ class GuardedExecute(NotebookClient):
         """The kernel's pid: the launcher's child with namespaces, else the process the provisioner started."""
         if getattr(self, "_kernel_pid_found", None) is None:
             top = self._top_pid()
+            process = getattr(getattr(self.km, "provisioner", None), "process", None)
             try:
-                launcher = top is not None and "--launch" in psutil.Process(top).cmdline()
+                launcher = top is not None and (getattr(process, "launcher", False) or "--launch" in psutil.Process(top).cmdline())
             except psutil.Error:
                 return None
             self._kernel_pid_found = next(iter(_child_pids(top)), None) if launcher else top
@@ -685,6 +710,10 @@ class GuardedExecute(NotebookClient):
             return None
         return super().output(outs, msg, display_id, cell_index)
 
+    def _warm_launcher(self) -> bool:
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        return bool(getattr(process, "launcher", False))
+
     def _kernel_process(self) -> Optional[psutil.Process]:
         process = getattr(getattr(self.km, "provisioner", None), "process", None)
         if process is None:
@@ -708,7 +737,8 @@ class GuardedExecute(NotebookClient):
             if kernel is None:
                 continue
             try:
-                processes = [kernel] + kernel.children(recursive=True)
+                # A warm launcher is a fork of the zygote: its shared pages are not the submission's.
+                processes = ([] if self._warm_launcher() else [kernel]) + kernel.children(recursive=True)
             except psutil.Error:
                 continue
             total = _memory_of(processes, exact=False)

@@ -34,6 +34,7 @@ class StudentResult:
     hidden_seconds: List[float] = dataclasses.field(default_factory=list)  # each hidden-test part's sealed run
     peak_memory: int = 0
     fingerprint: str = ""
+    timings: Dict[str, float] = dataclasses.field(default_factory=dict)  # seconds per step (ClassGrader.record)
     reused: bool = False  # up to date from an earlier run
 
     @property

@@ -22,6 +22,10 @@ from dlmed.grader.executor import cell_annotations
 from dlmed.grader.gradebook import test_failures
 
 
+#: Warm starts only where the memory limit leaves at least this much beside the preloaded libraries.
+WARM_HEADROOM = 2**29
+
+
 class SandboxRunner:
     """Runs notebooks in sandboxes, ``settings.jobs`` at a time (:class:`~dlmed.grader.classgrade.GradeSettings`)."""
 
@@ -38,6 +42,40 @@ class SandboxRunner:
         self.uids = queue.Queue()
         for slot in range(settings.jobs):
             self.uids.put(sandbox.SANDBOX_UID_BASE + 1 + slot)
+        self.zygote = None
+
+    def start_warm_starts(self) -> bool:
+        """Start the zygote that kernels and supervisors are forked from (:mod:`dlmed.grader.zygote`), where it works.
+
+        Call it from the thread that grades (the zygote dies with it) and :meth:`close` afterwards.
+        """
+        from dlmed.grader import zygote
+
+        if self.zygote is None and zygote.usable(self.isolation):
+            self.zygote = zygote.Zygote(self.job_base["env"], self.job_base["data_dir"], self.job_base["font_cache"])
+        return self.zygote is not None
+
+    def warm_start_problem(self) -> Optional[str]:
+        """Why warm starts are off after all (the zygote did not start), else None; waits until it is ready."""
+        if self.zygote is None:
+            return None
+        problem = self.zygote.wait_ready()
+        headroom = self.limits.memory_bytes - self.zygote.data_bytes
+        if not problem and headroom < WARM_HEADROOM:
+            # A lab's own kernel has these libraries after its set-up cell; a notebook that imports
+            # less must not lose most of its memory limit to them.
+            problem = (f"the memory limit ({self.limits.memory_bytes / 2**30:.1f} GiB) leaves less than "
+                       f"{WARM_HEADROOM / 2**30:.1f} GiB beside the {self.zygote.data_bytes / 2**30:.1f} GiB of "
+                       f"libraries a warm kernel starts with")
+        if problem:
+            self.close()
+        return problem
+
+    def close(self):
+        """End the zygote, if one runs."""
+        if self.zygote is not None:
+            self.zygote.close()
+            self.zygote = None
 
     def job(self, notebook, copy_from: Path, **overrides) -> dict:
         """A job that executes ``notebook`` with the files of ``copy_from`` beside it."""
@@ -48,7 +86,7 @@ class SandboxRunner:
         """Execute a job in a sandbox with a free slot's user id (called from worker threads)."""
         uid = self.uids.get()
         try:
-            return sandbox.run_notebook(dict(job, uid=uid), self.limits)
+            return sandbox.run_notebook(dict(job, uid=uid), self.limits, self.zygote)
         finally:
             self.uids.put(uid)
 
@@ -59,7 +97,7 @@ class SandboxRunner:
         """
         notebook = nbformat.read(str(source), as_version=4)
         job = self.job(notebook, source.parent, data_writable=True, uid=sandbox.SANDBOX_UID_BASE)
-        result = sandbox.run_notebook(job, self.limits)
+        result = sandbox.run_notebook(job, self.limits, self.zygote)
         if result.error:
             raise course.CourseError(f"the instructor's solution could not be run in the sandbox: {result.error}")
         failures = test_failures(nbformat.from_dict(result.notebook))

@@ -109,6 +109,8 @@ class SandboxResult:
     isolation: str
     error: Optional[str] = None  # the sandbox itself failed (not the student's code)
     hidden_seconds: List[float] = dataclasses.field(default_factory=list)  # each hidden-test part's sealed run
+    startup_seconds: float = 0.0  # of ``seconds``: from the supervisor's start until the kernel answered
+    wall_seconds: float = 0.0  # the whole run as the grader saw it (the supervisor's own start included)
 
 
 # --- Linux system calls ------------------------------------------------------------------
@@ -456,12 +458,14 @@ def stop_all():
             _kill_group(supervisor.pid)
 
 
-def run_notebook(job: dict, limits: Limits) -> SandboxResult:
+def run_notebook(job: dict, limits: Limits, zygote=None) -> SandboxResult:
     """Execute one notebook in a fresh sandbox and return what came back.
 
     ``job`` holds the notebook (JSON), the executor's settings and the sandbox's layout; the
-    class grader builds it. Never raises for the student's code: failures of the sandbox
-    itself come back in ``SandboxResult.error``.
+    class grader builds it. With isolation "namespaces" and a ``zygote``
+    (:class:`dlmed.grader.zygote.Zygote`) the supervisor and the kernel start warm, forked
+    from it. Never raises for the student's code: failures of the sandbox itself come back in
+    ``SandboxResult.error``.
     """
     started = time.monotonic()
     command = [sys.executable, "-m", "dlmed.grader.sandbox"]
@@ -480,12 +484,23 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
         copied = _copy_submission(job["copy_from"], os.path.join(host_folder, "submission"))
         command = [find_sandbox_exec() or "sandbox-exec", "-p", _seatbelt_supervisor_profile(job, host_folder)] + command
         job = dict(job, base=host_folder, grader_pid=os.getpid(), copy_from=copied)
+    elif job["isolation"] == "namespaces" and zygote is not None:
+        job = dict(job, grader_pid=zygote.pid)
     else:
         job = dict(job, grader_pid=os.getpid())
-    supervisor = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=_supervisor_env(), start_new_session=True,
-    )
+    try:
+        if job["isolation"] == "namespaces" and zygote is not None:
+            supervisor = zygote.spawn()
+        else:
+            supervisor = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=_supervisor_env(), start_new_session=True,
+            )
+    except OSError as failure:
+        if host_folder:
+            shutil.rmtree(host_folder, ignore_errors=True)
+        return SandboxResult(None, [], None, time.monotonic() - started, 0, job["isolation"],
+                             error=f"the sandbox could not be started: {failure}")
     with _running_lock:
         _running.add(supervisor)
     try:
@@ -505,9 +520,10 @@ def run_notebook(job: dict, limits: Limits) -> SandboxResult:
         answer = json.loads(out.decode())
     except ValueError:
         tail = err.decode(errors="replace")[-3000:]
+        status = "" if supervisor.returncode is None else f" (exit {supervisor.returncode})"
         return SandboxResult(None, [], None, time.monotonic() - started, 0, job["isolation"],
-                             error=f"the sandbox failed (exit {supervisor.returncode}):\n{tail}")
-    return SandboxResult(**answer)
+                             error=f"the sandbox failed{status}:\n{tail}")
+    return SandboxResult(**answer, wall_seconds=time.monotonic() - started)
 
 
 def _copy_submission(folder: Optional[str], target: str) -> Optional[str]:
@@ -707,8 +723,11 @@ def _kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def supervise(job: dict) -> dict:
-    """Run the job (see :func:`run_notebook`) and return the answer for the host."""
+def supervise(job: dict, seed=None) -> dict:
+    """Run the job (see :func:`run_notebook`) and return the answer for the host.
+
+    ``seed``: a :class:`dlmed.grader.zygote.KernelSeed` the first kernel starts from (warm start).
+    """
     from nbformat import from_dict
 
     from dlmed.grader.executor import GuardedExecute, SandboxKernelManager
@@ -734,6 +753,7 @@ def supervise(job: dict) -> dict:
         os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(folders["base"], "runtime")
     limits = job["limits"]
     km = SandboxKernelManager(kernel_name="python3")
+    km.seed = seed
     if isolation == "seatbelt":  # the profile allows Unix sockets in the sandbox's folder, no TCP at all
         km.transport, km.ip = "ipc", os.path.join(folders["base"], "k")
     km.launcher = [sys.executable, "-m", "dlmed.grader.sandbox", "--launch",
@@ -754,6 +774,8 @@ def supervise(job: dict) -> dict:
         tail = kernel_log_path.read_bytes()[-2000:].decode(errors="replace") if kernel_log_path.exists() else ""
         error = f"{type(failure).__name__}: {failure}" + (f"\nkernel stderr:\n{tail}" if tail.strip() else "")
     finally:
+        if km.seed is not None:  # never asked for (the kernel did not get that far)
+            km.seed.discard()
         if isolation in ("basic", "seatbelt"):
             shutil.rmtree(folders["base"], ignore_errors=True)
         elif isolation == "namespaces" and job["data_writable"]:
@@ -763,14 +785,18 @@ def supervise(job: dict) -> dict:
         "events": executor.events, "stop_reason": executor.stop_reason,
         "seconds": time.monotonic() - started, "peak_memory": executor.peak_memory,
         "isolation": isolation, "error": error, "hidden_seconds": executor.hidden_seconds,
+        "startup_seconds": (executor.kernel_ready - started) if executor.kernel_ready else 0.0,
     }
 
 
 # --- the kernel launcher -------------------------------------------------------------------
 
 
-def launch(settings: dict, command: List[str]):
+def launch(settings: dict, command: List[str], start=None):
     """Apply limits (and, with namespaces or bubblewrap, a PID namespace and a private /proc), then exec the kernel.
+
+    ``start``: called with ``command`` in the kernel's process instead of exec'ing it (a warm
+    start, :mod:`dlmed.grader.zygote`; it never returns).
 
     With namespaces the kernel also runs as an unprivileged user of its own; with bubblewrap
     it gets a user namespace of its own instead (same user, no privileges), which also makes
@@ -822,6 +848,8 @@ def launch(settings: dict, command: List[str]):
     resource.setrlimit(resource.RLIMIT_DATA, (limits["memory_bytes"],) * 2)
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits["max_file_bytes"],) * 2)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if start is not None:
+        start(command)
     os.execvpe(command[0], command, os.environ)
 
 
@@ -844,8 +872,11 @@ def _wait_and_mirror(child: int):
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``python -m dlmed.grader.sandbox`` (supervisor, ``--launch`` or ``--probe ISOLATION``)."""
+def main(argv: Optional[List[str]] = None, seed=None) -> int:
+    """Entry point of ``python -m dlmed.grader.sandbox`` (supervisor, ``--launch`` or ``--probe ISOLATION``).
+
+    A supervisor forked by the zygote calls it with its kernel ``seed`` (see :func:`supervise`).
+    """
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--probe"]:
         return _probe(argv[1], argv[2:])
@@ -855,8 +886,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     # nbformat -> jsonschema imports this optional format checker, which compiles a grammar
     # (0.8 s, once per student); the supervisor never validates URIs.
     sys.modules.setdefault("rfc3987_syntax", None)
-    job = json.load(sys.stdin)
-    answer = supervise(job)
+    job = json.load(sys.stdin.buffer)  # bytes: whatever locale this Python started with
+    answer = supervise(job, seed)
     sys.stdout.write(json.dumps(answer))
     return 0
 

@@ -4,6 +4,7 @@ Notebooks here are tiny (no torch), so each sandboxed run takes about a second; 
 grader on real submissions is tests/grader/test_class_grading.py.
 """
 
+import atexit
 import json
 import os
 import socket
@@ -16,14 +17,26 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from dlmed import course
-from dlmed.grader import classgrade, executor, gradebook, guard, journal, repair, report, runner, sandbox, submissions, seal
+from dlmed.grader import classgrade, executor, gradebook, guard, journal, repair, report, runner, sandbox, submissions, seal, zygote
 from dlmed.grader import lab as lab_module
 from dlmed.grader.lab import LabCell, LabInfo
 from dlmed.course.grading import lms_identity, lms_submission
 from tests.helpers import assert_public_api_documented
 
-ISOLATIONS = ["basic"] + (["namespaces"] if sandbox.detect_isolation() == "namespaces" else [])
+# "warm": namespaces with the kernel forked from the grader's zygote (dlmed.grader.zygote), as
+# `dlmed grade` runs as root. The last entry is the strongest cold start.
+ISOLATIONS = ["basic"] + (["warm", "namespaces"] if sandbox.detect_isolation() == "namespaces" else [])
 needs_namespaces = pytest.mark.skipif("namespaces" not in ISOLATIONS, reason="needs Linux namespaces (run as root)")
+_ZYGOTES = {}
+
+
+def warm_zygote(env):
+    """One zygote for this test session's warm runs (started in the main thread, ended at exit)."""
+    key = json.dumps(env, sort_keys=True)
+    if key not in _ZYGOTES:
+        _ZYGOTES[key] = zygote.Zygote(env, "/nonexistent-data", runner._font_cache())
+        atexit.register(_ZYGOTES[key].close)
+    return _ZYGOTES[key]
 
 
 def _test_cell(source, grade_id="t1", points=1):
@@ -40,15 +53,19 @@ def run_cells(cells, tmp_path, isolation="basic", guard_modules=("builtins", "ma
     """Execute ``cells`` in a sandbox as the grader does; return the SandboxResult (notebook as a node)."""
     notebook = new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    settings = sandbox.Limits(**{"cell_timeout": 10, "notebook_timeout": 60, "memory_bytes": 2**30, **limits})
+    # A warm kernel starts with the libraries every lab imports (about 1 GB of data segment): more room.
+    memory = 3 * 2**30 if isolation == "warm" else 2**30
+    settings = sandbox.Limits(**{"cell_timeout": 10, "notebook_timeout": 60, "memory_bytes": memory, **limits})
     data_dir = tmp_path / "data"
     data_dir.mkdir(exist_ok=True)
     hide, keep = sandbox.plan_paths([str(tmp_path / "course"), os.path.expanduser("~")], sandbox.python_paths())
-    job = {"notebook": notebook, "isolation": isolation, "uid": sandbox.SANDBOX_UID_BASE + 50, "hide": hide,
-           "keep": keep, "data_dir": str(data_dir), "data_writable": False, "copy_from": None,
-           "limits": vars(settings), "env": {"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"},
+    env = {"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"}
+    warm = warm_zygote(env) if isolation == "warm" else None
+    job = {"notebook": notebook, "isolation": "namespaces" if warm else isolation, "uid": sandbox.SANDBOX_UID_BASE + 50,
+           "hide": hide, "keep": keep, "data_dir": str(data_dir), "data_writable": False, "copy_from": None,
+           "limits": vars(settings), "env": env,
            "annotations": executor.cell_annotations(notebook), "guard_modules": list(guard_modules)}
-    result = sandbox.run_notebook(job, settings)
+    result = sandbox.run_notebook(job, settings, warm)
     assert result.error is None, f"the sandbox failed: {result.error}"
     result.notebook = nbformat.from_dict(result.notebook)
     return result
@@ -63,7 +80,8 @@ def outputs(cell):
 
 
 @pytest.mark.parametrize("module, minimum", [(sandbox, 5), (executor, 6), (guard, 6), (seal, 5), (report, 3), (classgrade, 3), (submissions, 4),
-                                             (lab_module, 3), (repair, 3), (runner, 1), (gradebook, 2), (journal, 2)])
+                                             (lab_module, 3), (repair, 3), (runner, 1), (gradebook, 2), (journal, 2),
+                                             (zygote, 5)])
 def test_public_api_documented(module, minimum):
     """Every public function and class of the class grader's modules has a docstring."""
     assert_public_api_documented(module, minimum)
@@ -210,7 +228,8 @@ def test_the_replay_counts_against_the_notebook_time_limit(tmp_path, isolation):
 
 
 @needs_namespaces
-def test_namespaces_hide_files_network_and_processes(tmp_path):
+@pytest.mark.parametrize("isolation", ["namespaces", "warm"])
+def test_namespaces_hide_files_network_and_processes(tmp_path, isolation):
     """With namespaces: course files hidden, no connection to the grading machine, own user and processes."""
     course = tmp_path / "course"
     course.mkdir()
@@ -222,7 +241,7 @@ def test_namespaces_hide_files_network_and_processes(tmp_path):
              f"except OSError as error:\n    print('NO NETWORK', type(error).__name__)\n"
              "print('UID', os.getuid(), 'PIDS', len([p for p in os.listdir('/proc') if p.isdigit()]))\n")
     try:
-        result = run_cells([new_code_cell(probe)], tmp_path, "namespaces")
+        result = run_cells([new_code_cell(probe)], tmp_path, isolation)
     finally:
         server.close()
     text = outputs(result.notebook.cells[0])
@@ -230,6 +249,84 @@ def test_namespaces_hide_files_network_and_processes(tmp_path):
     uid, pids = text.split("UID ")[1].split()[0], int(text.split("PIDS ")[1].split()[0])
     assert uid == str(sandbox.SANDBOX_UID_BASE + 50), f"kernel user: expected {sandbox.SANDBOX_UID_BASE + 50}, got {uid}"
     assert pids < 10, f"the kernel should see only its own processes, saw {pids}"
+
+
+_KERNEL_VIEW = r"""
+import ctypes, importlib, json, os, resource, signal, sys, threading
+from dlmed.grader.zygote import PRELOADED
+for name in PRELOADED:  # what a warm kernel has imported already (the labs' set-up cells import most of it)
+    importlib.import_module(name)
+import matplotlib
+view = {
+    "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getgroups(), os.getpid(), os.getppid()],
+    "cwd": os.getcwd(), "argv0": os.path.basename(sys.argv[0]), "path": sys.path, "main": type(sys.modules["__main__"]).__name__,
+    "env": {k: v for k, v in os.environ.items() if k not in ("JPY_PARENT_PID", "DLMED_DATA")}, "parent_set": "JPY_PARENT_PID" in os.environ,
+    "limits": {n: resource.getrlimit(getattr(resource, n)) for n in ("RLIMIT_NPROC", "RLIMIT_DATA", "RLIMIT_FSIZE", "RLIMIT_CORE", "RLIMIT_NOFILE")},
+    "status": [line for line in open("/proc/self/status") if line.startswith(("NoNewPrivs", "Seccomp", "CapEff", "CapPrm", "CapBnd"))],
+    "signals": [str(signal.getsignal(s)) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE)],
+    "threads": sorted(t.name for t in threading.enumerate()), "fds": len(os.listdir("/proc/self/fd")),
+    "processes": sorted(p for p in os.listdir("/proc") if p.isdigit()),
+    "tmp": sorted(n for n in os.listdir("/tmp") if not n.endswith(".json")), "mounts": len(open("/proc/self/mountinfo").readlines()),
+    "matplotlib": [matplotlib.get_backend(), matplotlib.get_configdir()], "dont_write_bytecode": sys.dont_write_bytecode,
+    "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), "own_memory": open("/proc/self/mem", "rb").close() is None,
+}
+print("VIEW" + json.dumps(view, sort_keys=True))
+"""
+
+
+@needs_namespaces
+def test_a_warm_kernel_sees_what_a_cold_one_sees(tmp_path):
+    """A kernel forked from the zygote sees what a cold kernel sees once it imported the same libraries:
+    user, limits, privileges, environment, paths, signals, threads, files, processes and mounts."""
+    views = {}
+    for isolation in ("namespaces", "warm"):
+        (tmp_path / isolation).mkdir()
+        result = run_cells([new_code_cell(_KERNEL_VIEW)], tmp_path / isolation, isolation, memory_bytes=3 * 2**30)
+        text = outputs(result.notebook.cells[0])
+        assert "VIEW" in text, f"{isolation}: the probe printed no view: {text[-2000:]}"
+        views[isolation] = json.loads(text.split("VIEW", 1)[1].splitlines()[0])
+    cold, warm = views["namespaces"], views["warm"]
+    differences = {key: (cold[key], warm.get(key)) for key in cold if cold[key] != warm.get(key)}
+    assert not differences, f"what the kernel sees, cold vs warm: {differences}"
+
+
+_MEMORY_SCAN = """
+import re
+halves = {name: (bytes.fromhex(first), bytes.fromhex(second)) for name, first, second in %r}
+found = {name: 0 for name in halves}
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as memory:
+    for line in maps:
+        fields = line.split()
+        # What a process received while it ran is in writable memory (heap, stacks, anonymous
+        # and private mappings); libraries' code and read-only data are skipped (that is most of it).
+        if "r" not in fields[1] or "w" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        try:
+            memory.seek(start)
+            block = memory.read(end - start)
+        except (OSError, ValueError, OverflowError):
+            continue
+        for name, (first, second) in halves.items():
+            found[name] += sum(block[m.end():m.end() + len(second)] == second for m in re.finditer(re.escape(first), block))
+print("FOUND", found["visible"] > 0, found["hidden"] > 0)
+"""
+
+
+@needs_namespaces
+def test_a_warm_kernel_starts_from_memory_that_never_held_the_job(tmp_path):
+    """No notebook, no hidden test in the memory a warm kernel is forked from: the kernel reads all of its own
+    memory and finds the visible test's marker (it ran that code) but never the hidden one (only the supervisor has it)."""
+    markers = {"hidden": os.urandom(12).hex(), "visible": os.urandom(12).hex()}
+    # Each marker is looked for as two halves that must lie next to each other; the kernel holds
+    # the halves as separate objects (from hex), so only a copy of the whole text can match.
+    halves = [(name, marker[:12].encode().hex(), marker[12:].encode().hex()) for name, marker in markers.items()]
+    test = f"check(True)  # {markers['visible']}\n### BEGIN HIDDEN TESTS\ncheck(True)  # {markers['hidden']}\n### END HIDDEN TESTS\n"
+    result = run_cells([_setup_cell(_SETUP), _test_cell(test, "t1"), new_code_cell(_MEMORY_SCAN % (halves,))], tmp_path, "warm",
+                       cell_timeout=120)
+    assert "Error" not in outputs(result.notebook.cells[1]), outputs(result.notebook.cells[1])
+    text = outputs(result.notebook.cells[2])
+    assert "FOUND True False" in text, f"expected the visible marker found and the hidden one not: {text[-2000:]}"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
