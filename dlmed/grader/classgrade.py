@@ -34,7 +34,7 @@ from dlmed.grader import repair, sandbox, submissions
 from dlmed.grader.gradebook import GradebookRecorder
 from dlmed.grader.journal import Journal, StudentResult
 from dlmed.grader.lab import load_lab
-from dlmed.grader.runner import SandboxRunner
+from dlmed.grader.runner import SandboxRunner, start_zygote
 
 #: Instructor-only working folder of the grader, in the course root (never in git).
 GRADING_FOLDER = "grading"
@@ -75,13 +75,22 @@ class ClassGrader:
         settings = self.settings
         for folder in (self.folder, self.journal.results_folder, self.staged_folder):
             folder.mkdir(parents=True, exist_ok=True)
+        zygote = start_zygote(settings)  # its imports overlap the gradebook's set-up below
+        try:
+            return self._run(zygote)
+        finally:
+            if zygote is not None:
+                zygote.close()
+
+    def _run(self, zygote) -> List[StudentResult]:
+        settings = self.settings
         self.gradebook = GradebookRecorder(self.root, self.lab, self.folder, self.staged_folder)
         if settings.zips:
             submissions.import_zips(self.root, self.lab, settings.zips, self.folder)
         self.lab_info = load_lab(self.gradebook.db_url, self.root, self.lab)
         students = submissions.list_students(self.gradebook.submitted_folder, self.lab, settings.students)
         self.in_gradebook = self.gradebook.students_with_submission()
-        self.runner = SandboxRunner(self.root, settings, self.gradebook.db_url, self.gradebook.exchange_root)
+        self.runner = SandboxRunner(self.root, settings, self.gradebook.db_url, self.gradebook.exchange_root, zygote)
         self.journal.log(f"isolation: {self.runner.isolation}: {self.runner.isolation_reason}")
         self.journal.log(f"grading {len(students)} submissions of {self.lab} with {settings.jobs} parallel kernels; "
                          f"limits: {settings.limits.describe()}")
@@ -92,7 +101,7 @@ class ClassGrader:
         _say(f"Grading {len(students)} submissions of {self.lab}: {settings.jobs} at a time, "
              f"isolation '{self.runner.isolation}', {settings.limits.describe()}.")
         try:
-            if settings.warm_start and students and self.runner.start_warm_starts():
+            if self.runner.zygote is not None and students:
                 problem = self.runner.warm_start_problem()
                 self.journal.log("warm starts: " + (f"off, {problem}" if problem else
                                                     "kernels and supervisors are forked from a zygote"))

@@ -29,7 +29,7 @@ WARM_HEADROOM = 2**29
 class SandboxRunner:
     """Runs notebooks in sandboxes, ``settings.jobs`` at a time (:class:`~dlmed.grader.classgrade.GradeSettings`)."""
 
-    def __init__(self, root: Path, settings, db_url: str, exchange_root: str):
+    def __init__(self, root: Path, settings, db_url: str, exchange_root: str, zygote=None):
         self.limits = settings.limits
         self.isolation, self.isolation_reason = choose_isolation(settings.isolation)
         self.data_dir = _data_dir(settings.data_dir)
@@ -42,18 +42,7 @@ class SandboxRunner:
         self.uids = queue.Queue()
         for slot in range(settings.jobs):
             self.uids.put(sandbox.SANDBOX_UID_BASE + 1 + slot)
-        self.zygote = None
-
-    def start_warm_starts(self) -> bool:
-        """Start the zygote that kernels and supervisors are forked from (:mod:`dlmed.grader.zygote`), where it works.
-
-        Call it from the thread that grades (the zygote dies with it) and :meth:`close` afterwards.
-        """
-        from dlmed.grader import zygote
-
-        if self.zygote is None and zygote.usable(self.isolation):
-            self.zygote = zygote.Zygote(self.job_base["env"], self.job_base["data_dir"], self.job_base["font_cache"])
-        return self.zygote is not None
+        self.zygote = zygote if self.isolation == "namespaces" else None  # warm starts need namespaces
 
     def warm_start_problem(self) -> Optional[str]:
         """Why warm starts are off after all (the zygote did not start), else None; waits until it is ready."""
@@ -108,6 +97,20 @@ class SandboxRunner:
                 f"so students would be graded unfairly. Fix the environment (or the lab) first.\n"
                 f"{details}{chr(10) + '  stopped: ' + result.stop_reason if result.stop_reason else ''}")
         return result
+
+
+def start_zygote(settings):
+    """Start the zygote sandboxes are forked from (:mod:`dlmed.grader.zygote`) where warm starts work, else None.
+
+    Started before the rest of the set-up, which it overlaps; call it from the thread that
+    grades (the zygote dies with it) and give it to :class:`SandboxRunner`, which ends it.
+    """
+    from dlmed.grader import zygote
+
+    isolation = sandbox.choose_isolation()[0] if settings.isolation == "auto" else settings.isolation
+    if not settings.warm_start or not zygote.usable(isolation) or sandbox.isolation_problem(isolation):
+        return None
+    return zygote.Zygote(_kernel_env(settings.jobs), str(_data_dir(settings.data_dir)), _font_cache())
 
 
 def choose_isolation(asked: str) -> Tuple[str, str]:
