@@ -200,7 +200,10 @@ class SandboxKernelManager(AsyncKernelManager):
         env = dict(kw.get("env") or os.environ, JPY_PARENT_PID=str(os.getpid()))
         cwd = str(kw.get("cwd") or os.getcwd())
         settings = json.loads(prefix[prefix.index("--launch") + 1])
-        process = seed.start(command, settings, env, cwd, [kw.get("stdin"), kw.get("stdout"), kw.get("stderr")])
+        try:
+            process = seed.start(command, settings, env, cwd, [kw.get("stdin"), kw.get("stdout"), kw.get("stderr")])
+        except (OSError, RuntimeError):  # the seed died: this kernel starts the usual way
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
         provisioner = self.provisioner
         provisioner.process, provisioner.pid, provisioner.pgid, provisioner.cwd = process, process.pid, process.pid, cwd
         self._reconcile_connection_info(provisioner.connection_info)

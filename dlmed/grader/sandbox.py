@@ -484,14 +484,17 @@ def run_notebook(job: dict, limits: Limits, zygote=None) -> SandboxResult:
         copied = _copy_submission(job["copy_from"], os.path.join(host_folder, "submission"))
         command = [find_sandbox_exec() or "sandbox-exec", "-p", _seatbelt_supervisor_profile(job, host_folder)] + command
         job = dict(job, base=host_folder, grader_pid=os.getpid(), copy_from=copied)
-    elif job["isolation"] == "namespaces" and zygote is not None:
-        job = dict(job, grader_pid=zygote.pid)
-    else:
+    supervisor = None
+    if job["isolation"] == "namespaces" and zygote is not None:
+        try:
+            supervisor = zygote.spawn()
+            job = dict(job, grader_pid=zygote.pid)
+        except OSError:
+            supervisor = None  # the zygote is gone or could not fork: this sandbox starts cold
+    if job["isolation"] not in ("bubblewrap", "seatbelt") and supervisor is None:
         job = dict(job, grader_pid=os.getpid())
     try:
-        if job["isolation"] == "namespaces" and zygote is not None:
-            supervisor = zygote.spawn()
-        else:
+        if supervisor is None:
             supervisor = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=_supervisor_env(), start_new_session=True,

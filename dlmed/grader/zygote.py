@@ -129,7 +129,7 @@ class Zygote:
         if not answer.isdigit():
             for fd in (pipes[0][1], pipes[1][0], pipes[2][0]):
                 os.close(fd)
-            raise OSError("the zygote did not fork a supervisor (it has exited)")
+            raise OSError(f"the zygote did not fork a supervisor ({answer.decode(errors='replace') or 'it has exited'})")
         return ForkedSupervisor(int(answer), os.fdopen(pipes[0][1], "wb"), os.fdopen(pipes[1][0], "rb"),
                                 os.fdopen(pipes[2][0], "rb"))
 
@@ -225,7 +225,11 @@ def serve(channel: socket.socket, settings: dict):
             break
         if not message:
             break  # the grader closed: no more students
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as failure:  # out of processes or memory: the grader starts this one cold
+            pid = None
+            channel.send(f"fork failed: {failure}".encode())
         if pid == 0:
             try:
                 _become_supervisor(channel, fds, host_mounts, settings)
@@ -233,7 +237,8 @@ def serve(channel: socket.socket, settings: dict):
                 os._exit(1)
         for fd in fds:
             os.close(fd)
-        channel.send(str(pid).encode())
+        if pid is not None:
+            channel.send(str(pid).encode())
 
 
 def _data_bytes() -> int:

@@ -329,6 +329,31 @@ def test_a_warm_kernel_starts_from_memory_that_never_held_the_job(tmp_path):
     assert "FOUND True False" in text, f"expected the visible marker found and the hidden one not: {text[-2000:]}"
 
 
+@needs_namespaces
+def test_a_dead_zygote_means_cold_starts_not_failures(tmp_path):
+    """When the zygote has died (killed, out of memory), sandboxes start the usual way and grade as before."""
+    env = {"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"}
+    dead = zygote.Zygote(env, "/nonexistent-data", None)
+    assert dead.wait_ready() is None
+    dead.process.kill()
+    dead.process.wait()
+    notebook = new_notebook(cells=[new_code_cell("import os\nprint('PID', os.getpid())")])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    settings = sandbox.Limits(cell_timeout=10, notebook_timeout=60, memory_bytes=2**30)
+    (tmp_path / "data").mkdir()
+    hide, keep = sandbox.plan_paths([str(tmp_path / "course"), os.path.expanduser("~")], sandbox.python_paths())
+    job = {"notebook": notebook, "isolation": "namespaces", "uid": sandbox.SANDBOX_UID_BASE + 50, "hide": hide, "keep": keep,
+           "data_dir": str(tmp_path / "data"), "data_writable": False, "copy_from": None, "limits": vars(settings),
+           "env": env, "annotations": executor.cell_annotations(notebook), "guard_modules": ["builtins"]}
+    try:
+        result = sandbox.run_notebook(job, settings, dead)
+    finally:
+        dead.close()
+    assert result.error is None, f"expected a cold start, got: {result.error}"
+    text = outputs(nbformat.from_dict(result.notebook).cells[0])
+    assert "PID 1" in text, f"expected the kernel as PID 1 of its own namespace, got: {text}"
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
 def test_launcher_started_after_its_supervisor_died_does_not_start_the_kernel():
     """A launcher whose supervisor is already gone (its parent is not the one named) exits instead of exec'ing."""
