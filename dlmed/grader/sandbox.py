@@ -118,7 +118,8 @@ class SandboxResult:
 _libc = None
 
 
-def _libc_call(name, *args):
+def libc_call(name, *args):
+    """Call the C library's ``name`` with ``args``; raise OSError (with errno) when it does not return 0."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -128,13 +129,15 @@ def _libc_call(name, *args):
         raise OSError(error, f"{name}{args}: {os.strerror(error)}")
 
 
-def _mount(source, target, fstype=None, flags=0, data=None):
+def mount(source, target, fstype=None, flags=0, data=None):
+    """mount(2): ``source`` on ``target`` (``MS_*`` ``flags``, filesystem ``data``); raises OSError."""
     encode = lambda value: None if value is None else str(value).encode()  # noqa: E731
-    _libc_call("mount", encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data))
+    libc_call("mount", encode(source), encode(target), encode(fstype), ctypes.c_ulong(flags), encode(data))
 
 
-def _prctl(option, value):
-    _libc_call("prctl", option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
+def prctl(option, value):
+    """prctl(2) with one argument (``PR_SET_PDEATHSIG``, ``PR_SET_NO_NEW_PRIVS``, ...); raises OSError."""
+    libc_call("prctl", option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 
 def _loopback_up():
@@ -226,7 +229,7 @@ def _run_probe(command: List[str]) -> Optional[str]:
     """Run a probe (``python -m dlmed.grader.sandbox --probe ...`` in its sandbox): None if it passed, else its last words."""
     try:
         probe = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
-                               env=_supervisor_env())
+                               env=supervisor_env())
     except (OSError, subprocess.TimeoutExpired) as error:
         return f"{type(error).__name__}: {error}"
     if probe.returncode == 0:
@@ -271,21 +274,21 @@ def _probe(isolation: str, args: List[str]) -> int:
     try:
         if isolation == "bubblewrap":  # inside bwrap: what the launcher does for the kernel
             _enter_own_user_namespace()
-            _libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
+            libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
             child = os.fork()
             if child == 0:
                 try:
-                    _mount(None, "/", flags=MS_REC | MS_PRIVATE)
-                    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                    mount(None, "/", flags=MS_REC | MS_PRIVATE)
+                    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
                 except OSError as error:
                     print(f"the kernel's own PID namespace does not work: {error}", file=sys.stderr, flush=True)
                     os._exit(1)
                 os._exit(0)
             _, status = os.waitpid(child, 0)
             return 0 if status == 0 else 1
-        _libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
-        _mount(None, "/", flags=MS_REC | MS_PRIVATE)
-        _mount("tmpfs", "/tmp", "tmpfs", 0, "size=1m")
+        libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWPID)
+        mount(None, "/", flags=MS_REC | MS_PRIVATE)
+        mount("tmpfs", "/tmp", "tmpfs", 0, "size=1m")
         _loopback_up()
     except OSError as error:
         print(error, file=sys.stderr)
@@ -296,7 +299,7 @@ def _probe(isolation: str, args: List[str]) -> int:
 def _enter_own_user_namespace():
     """Enter a new user namespace in which this process keeps its user and group ids (no privileges outside)."""
     uid, gid = os.getuid(), os.getgid()
-    _libc_call("unshare", CLONE_NEWUSER)
+    libc_call("unshare", CLONE_NEWUSER)
     Path("/proc/self/setgroups").write_text("deny")
     Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
     Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
@@ -497,7 +500,7 @@ def run_notebook(job: dict, limits: Limits, zygote=None) -> SandboxResult:
         if supervisor is None:
             supervisor = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=_supervisor_env(), start_new_session=True,
+                env=supervisor_env(), start_new_session=True,
             )
     except OSError as failure:
         if host_folder:
@@ -554,7 +557,8 @@ def _seatbelt_supervisor_profile(job: dict, base: str) -> str:
     return seatbelt_profile(job["hide"], readable, writable)
 
 
-def _supervisor_env() -> Dict[str, str]:
+def supervisor_env() -> Dict[str, str]:
+    """The environment a supervisor gets: the grader's PATH, locale and PYTHONPATH, no bytecode files."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH")}
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
@@ -575,19 +579,19 @@ def _setup_namespaces(job: dict) -> Dict[str, str]:
 
     The PID namespace is the launcher's: a process that has unshared it cannot start threads.
     """
-    _libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET)
-    _mount(None, "/", flags=MS_REC | MS_PRIVATE)
+    libc_call("unshare", CLONE_NEWNS | CLONE_NEWNET)
+    mount(None, "/", flags=MS_REC | MS_PRIVATE)
     hide, keep = job["hide"], job["keep"]
     # Handles on what must stay reachable, taken before anything is covered.
     handles = {path: os.open(path, os.O_PATH) for path in keep + [job["data_dir"]] + _existing(job["copy_from"])}
     limits = job["limits"]
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, f"mode=1777,size={limits['tmp_bytes']}")
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, f"mode=1777,size={limits['tmp_bytes']}")
     for private in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(private):
-            _mount("tmpfs", private, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, f"mode=1777,size={limits['tmp_bytes']}")
+            mount("tmpfs", private, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOATIME, f"mode=1777,size={limits['tmp_bytes']}")
     for folder in hide:
         if not _inside(folder, "/tmp"):
-            _mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
+            mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
     staging = Path("/tmp/.dlmed")
     staging.mkdir(mode=0o700)
     work = _prepare_work_folder(job, handles)
@@ -597,7 +601,7 @@ def _setup_namespaces(job: dict) -> Dict[str, str]:
     _mount_data_dir(job, handles, staging)
     for folder in hide:
         if not _inside(folder, "/tmp"):
-            _mount(None, folder, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            mount(None, folder, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     for handle in handles.values():
         os.close(handle)
     _no_access_times()
@@ -620,7 +624,7 @@ def _no_access_times():
         target = fields[4].encode().decode("unicode_escape")  # \040 for a space, as the kernel writes it
         flags = sum(flag for name, flag in _MOUNT_OPTIONS.items() if name in fields[5].split(","))
         try:
-            _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOATIME | flags)
+            mount(None, target, None, MS_BIND | MS_REMOUNT | MS_NOATIME | flags)
         except OSError:
             pass  # a mount that cannot be remounted (e.g. one that is hidden under another)
 
@@ -640,9 +644,9 @@ def _bind(handle: int, target: str, read_only: bool):
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         Path(target).touch()
-    _mount(source, target, None, MS_BIND | MS_REC)
+    mount(source, target, None, MS_BIND | MS_REC)
     if read_only:
-        _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
 def _mount_data_dir(job, handles, staging: Path):
@@ -656,12 +660,12 @@ def _mount_data_dir(job, handles, staging: Path):
     upper, workdir = staging / "data-upper", staging / "data-work"
     for folder in (lower, upper, workdir):
         folder.mkdir()
-    _mount(f"/proc/self/fd/{handle}", lower, None, MS_BIND | MS_REC)
+    mount(f"/proc/self/fd/{handle}", lower, None, MS_BIND | MS_REC)
     os.makedirs(data_dir, exist_ok=True)
     uid = job["uid"]
     os.chown(upper, uid, uid)
     try:
-        _mount("overlay", data_dir, "overlay", MS_NOSUID | MS_NODEV | MS_NOATIME,
+        mount("overlay", data_dir, "overlay", MS_NOSUID | MS_NODEV | MS_NOATIME,
                f"lowerdir={lower},upperdir={upper},workdir={workdir}")
     except OSError:  # no overlay support here: the data stays readable, writes fail
         _bind(handle, data_dir, read_only=True)
@@ -737,7 +741,7 @@ def supervise(job: dict, seed=None) -> dict:
 
     started = time.monotonic()
     if sys.platform.startswith("linux"):
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the grader (with bubblewrap: bwrap's init)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the grader (with bubblewrap: bwrap's init)
         if job.get("grader_pid") and os.getppid() != job["grader_pid"]:
             os._exit(1)  # the grader died before the line above: the signal will never come
     isolation = job["isolation"]
@@ -809,14 +813,14 @@ def launch(settings: dict, command: List[str], start=None):
     """
     limits = settings["limits"]
     if sys.platform.startswith("linux"):
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor died (the grader was killed): so do we
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor died (the grader was killed): so do we
         if os.getppid() != settings.get("parent", os.getppid()):
             os._exit(1)  # it died before the line above: the signal will never come
     isolation = settings["isolation"]
     if isolation == "bubblewrap":
         _enter_own_user_namespace()
     if isolation in ("namespaces", "bubblewrap"):
-        _libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
+        libc_call("unshare", CLONE_NEWPID | CLONE_NEWNS)
         # The kernel cannot ask for its parent's pid (it is outside its PID namespace): it learns
         # that the launcher is gone from the end of this pipe instead.
         launcher_alive, launcher_holds = os.pipe()
@@ -825,12 +829,12 @@ def launch(settings: dict, command: List[str], start=None):
             os.close(launcher_alive)
             _wait_and_mirror(child)
         os.close(launcher_holds)
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        _mount(None, "/", flags=MS_REC | MS_PRIVATE)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        mount(None, "/", flags=MS_REC | MS_PRIVATE)
         # noatime like every other mount of the sandbox (a hidden test's process cannot mark
         # files by reading them); bubblewrap's nested user namespace may not set it on /proc.
         atime = MS_NOATIME if isolation == "namespaces" else 0
-        _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | atime)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | atime)
         resource.setrlimit(resource.RLIMIT_NPROC, (limits["max_processes"],) * 2)
         if isolation == "namespaces":
             uid = settings["uid"]
@@ -839,8 +843,8 @@ def launch(settings: dict, command: List[str], start=None):
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid, which clears it
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
         if select.select([launcher_alive], [], [], 0)[0]:
             os._exit(1)  # end of file: the launcher died before the signal was set
         os.close(launcher_alive)

@@ -32,8 +32,8 @@ import threading
 from typing import Dict, List, Optional
 
 from dlmed.grader.sandbox import (
-    CLONE_NEWNET, CLONE_NEWNS, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_REC, PR_SET_PDEATHSIG, _libc_call, _mount, _prctl,
-    _supervisor_env,
+    CLONE_NEWNET, CLONE_NEWNS, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_REC, PR_SET_PDEATHSIG, libc_call, mount, prctl,
+    supervisor_env,
 )
 
 #: Imported once in the zygote: what kernels (the labs' set-up cells, the guard) and supervisors import.
@@ -81,10 +81,10 @@ class Zygote:
         self.data_bytes = 0  # the zygote's data segment once ready: what a warm kernel starts with (RLIMIT_DATA counts it)
         self._log = tempfile.TemporaryFile()
         settings = {"parent": os.getpid(), "cwd": os.getcwd(), "font_cache": font_cache or "",
-                    "supervisor_env": _supervisor_env()}
+                    "supervisor_env": supervisor_env()}
         # The kernels' locale, not the grader's: Python fixes its encodings (and coerces a C
         # locale, setting LC_CTYPE) when it starts.
-        env = {key: value for key, value in _supervisor_env().items() if key not in ("LANG", "LC_ALL", "LC_CTYPE")}
+        env = {key: value for key, value in supervisor_env().items() if key not in ("LANG", "LC_ALL", "LC_CTYPE")}
         env.update(_import_time_env(kernel_env, data_dir))
         settings["given_env"] = sorted(env)
         self.process = subprocess.Popen(
@@ -118,23 +118,22 @@ class Zygote:
         if self.wait_ready():
             raise OSError(self.wait_ready())
         pipes = [os.pipe() for _ in range(3)]
-        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+        theirs, ours = [pipes[0][0], pipes[1][1], pipes[2][1]], [pipes[0][1], pipes[1][0], pipes[2][0]]
+        answer = b""
         try:
             with self._lock:
                 socket.send_fds(self._socket, [b"spawn"], theirs)
                 answer = self._socket.recv(64)
         finally:
-            for fd in theirs:
+            for fd in theirs + ([] if answer.isdigit() else ours):
                 os.close(fd)
         if not answer.isdigit():
-            for fd in (pipes[0][1], pipes[1][0], pipes[2][0]):
-                os.close(fd)
             raise OSError(f"the zygote did not fork a supervisor ({answer.decode(errors='replace') or 'it has exited'})")
         return ForkedSupervisor(int(answer), os.fdopen(pipes[0][1], "wb"), os.fdopen(pipes[1][0], "rb"),
                                 os.fdopen(pipes[2][0], "rb"))
 
     def close(self):
-        """End the zygote (supervisors it forked run on until their job is done)."""
+        """End the zygote, once no sandbox runs (the supervisors it forked die with it)."""
         self._socket.close()
         try:
             self.process.wait(timeout=10)
@@ -202,15 +201,15 @@ def _import_time_env(kernel_env: Dict[str, str], data_dir: str) -> Dict[str, str
 
 def serve(channel: socket.socket, settings: dict):
     """The zygote's life: import everything, then fork a supervisor for each request until the grader closes."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != settings["parent"]:
         os._exit(1)  # the grader died before the line above
     host_mounts = os.open("/proc/self/ns/mnt", os.O_RDONLY)
     # Matplotlib keeps the folder it was imported with: give it the kernels' folder, in a
     # private /tmp (supervisors go back to the host's mounts, kernels get their own /tmp).
-    _libc_call("unshare", CLONE_NEWNS)
-    _mount(None, "/", flags=MS_REC | MS_PRIVATE)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
+    libc_call("unshare", CLONE_NEWNS)
+    mount(None, "/", flags=MS_REC | MS_PRIVATE)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
     for folder in (KERNEL_MPLCONFIG, "/tmp/home"):
         os.mkdir(folder, mode=0o700)
     if settings["font_cache"] and os.path.isfile(settings["font_cache"]):
@@ -281,10 +280,10 @@ def _become_supervisor(channel: socket.socket, fds: List[int], host_mounts: int,
     for target, fd in zip((0, 1, 2), fds):
         os.dup2(fd, target)
         os.close(fd)
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != zygote:
         os._exit(1)
-    _libc_call("setns", host_mounts, CLONE_NEWNS)
+    libc_call("setns", host_mounts, CLONE_NEWNS)
     os.close(host_mounts)
     os.chdir(settings["cwd"])
     os.environ.clear()
@@ -387,7 +386,7 @@ def _seed(channel: socket.socket, parent: int):
                 os.close(int(name))
             except OSError:
                 pass
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:
         os._exit(1)
     message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 3)
@@ -397,7 +396,7 @@ def _seed(channel: socket.socket, parent: int):
     os.setsid()  # as jupyter_client starts kernels: the launcher leads the kernel's process group
     for kind, flag in (("net", CLONE_NEWNET), ("mnt", CLONE_NEWNS)):
         namespace = os.open(f"/proc/{parent}/ns/{kind}", os.O_RDONLY)
-        _libc_call("setns", namespace, flag)
+        libc_call("setns", namespace, flag)
         os.close(namespace)
     os.chdir(request["cwd"])
     os.environ.clear()
@@ -416,7 +415,7 @@ def _start_ipykernel(command: List[str]):
     """In the kernel process, limits applied: run ``python -m ipykernel_launcher ARGS`` here, then exit."""
     # exec would make the process dumpable again after setuid made it not (its /proc files
     # its own, readable by it): as a cold kernel is.
-    _prctl(PR_SET_DUMPABLE, 1)
+    prctl(PR_SET_DUMPABLE, 1)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for number in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(number, signal.SIG_DFL)
