@@ -34,7 +34,7 @@ from dlmed.grader import repair, sandbox, submissions
 from dlmed.grader.gradebook import GradebookRecorder
 from dlmed.grader.journal import Journal, StudentResult
 from dlmed.grader.lab import load_lab
-from dlmed.grader.runner import SandboxRunner, start_zygote
+from dlmed.grader.runner import SandboxRunner, choose_isolation, start_zygote
 
 #: Instructor-only working folder of the grader, in the course root (never in git).
 GRADING_FOLDER = "grading"
@@ -75,14 +75,15 @@ class ClassGrader:
         settings = self.settings
         for folder in (self.folder, self.journal.results_folder, self.staged_folder):
             folder.mkdir(parents=True, exist_ok=True)
-        zygote = start_zygote(settings)  # its imports overlap the gradebook's set-up below
+        isolation = choose_isolation(settings.isolation)
+        zygote = start_zygote(settings, isolation[0])  # its imports overlap the gradebook's set-up below
         try:
-            return self._run(zygote)
+            return self._run(isolation, zygote)
         finally:
             if zygote is not None:
                 zygote.close()
 
-    def _run(self, zygote) -> List[StudentResult]:
+    def _run(self, isolation, zygote) -> List[StudentResult]:
         settings = self.settings
         self.gradebook = GradebookRecorder(self.root, self.lab, self.folder, self.staged_folder)
         if settings.zips:
@@ -90,7 +91,7 @@ class ClassGrader:
         self.lab_info = load_lab(self.gradebook.db_url, self.root, self.lab)
         students = submissions.list_students(self.gradebook.submitted_folder, self.lab, settings.students)
         self.in_gradebook = self.gradebook.students_with_submission()
-        self.runner = SandboxRunner(self.root, settings, self.gradebook.db_url, self.gradebook.exchange_root, zygote)
+        self.runner = SandboxRunner(self.root, settings, self.gradebook.db_url, self.gradebook.exchange_root, isolation, zygote)
         self.journal.log(f"isolation: {self.runner.isolation}: {self.runner.isolation_reason}")
         self.journal.log(f"grading {len(students)} submissions of {self.lab} with {settings.jobs} parallel kernels; "
                          f"limits: {settings.limits.describe()}")

@@ -29,9 +29,11 @@ WARM_HEADROOM = 2**29
 class SandboxRunner:
     """Runs notebooks in sandboxes, ``settings.jobs`` at a time (:class:`~dlmed.grader.classgrade.GradeSettings`)."""
 
-    def __init__(self, root: Path, settings, db_url: str, exchange_root: str, zygote=None):
+    def __init__(self, root: Path, settings, db_url: str, exchange_root: str,
+                 isolation: Optional[Tuple[str, str]] = None, zygote=None):
         self.limits = settings.limits
-        self.isolation, self.isolation_reason = choose_isolation(settings.isolation)
+        # (isolation, why): chosen by the caller (see start_zygote) or here
+        self.isolation, self.isolation_reason = isolation or choose_isolation(settings.isolation)
         self.data_dir = _data_dir(settings.data_dir)
         hide, keep = _layout(root, settings.hide, db_url, exchange_root)
         self.job_base = {
@@ -99,7 +101,7 @@ class SandboxRunner:
         return result
 
 
-def start_zygote(settings):
+def start_zygote(settings, isolation: str):
     """Start the zygote sandboxes are forked from (:mod:`dlmed.grader.zygote`) where warm starts work, else None.
 
     Started before the rest of the set-up, which it overlaps; call it from the thread that
@@ -107,8 +109,7 @@ def start_zygote(settings):
     """
     from dlmed.grader import zygote
 
-    isolation = sandbox.choose_isolation()[0] if settings.isolation == "auto" else settings.isolation
-    if not settings.warm_start or not zygote.usable(isolation) or sandbox.isolation_problem(isolation):
+    if not settings.warm_start or not zygote.usable(isolation):
         return None
     return zygote.Zygote(_kernel_env(settings.jobs), str(_data_dir(settings.data_dir)), _font_cache())
 

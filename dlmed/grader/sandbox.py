@@ -140,6 +140,19 @@ def prctl(option, value):
     libc_call("prctl", option, ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0))
 
 
+def die_with_parent(parent: Optional[int]):
+    """Linux: get SIGKILL when the parent process ends; exit at once if it is no longer ``parent``.
+
+    The check covers a parent that ended before the signal was asked for (it would never
+    come). ``parent`` None: no check (the parent's pid is not known here). Elsewhere: nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
 def _loopback_up():
     """Bring up ``lo`` in a new network namespace (the kernel talks to the supervisor over it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -151,6 +164,8 @@ def _loopback_up():
 
 #: Isolations whose sandbox has a private ``/tmp`` of its own (the kernel's folders are there).
 _PRIVATE_TMP = ("namespaces", "bubblewrap")
+#: The kernel's folders, made in its sandbox's folder (``/tmp`` where that is private).
+KERNEL_FOLDERS = ("work", "home", "mplconfig", "ipython")
 #: Every value of ``--isolation`` except ``auto``, strongest first.
 ISOLATIONS = ("namespaces", "bubblewrap", "seatbelt", "basic")
 
@@ -700,7 +715,7 @@ def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
         base = Path(job["base"])  # made by the host: the profile names it
     else:
         base = Path("/tmp")  # private to the sandbox
-    folders = {name: base / name for name in ("work", "home", "mplconfig", "ipython")}
+    folders = {name: base / name for name in KERNEL_FOLDERS}
     for folder in folders.values():
         folder.mkdir(mode=0o700)
     source = job["copy_from"]
@@ -718,7 +733,8 @@ def _prepare_work_folder(job: dict, handles: Dict[str, int]) -> Dict[str, str]:
     return {name: str(path) for name, path in folders.items()} | {"base": str(base)}
 
 
-def _kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
+def kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
+    """The kernel's whole environment: the job's, with the sandbox's folders (see _prepare_work_folder) and data folder."""
     env = dict(job["env"])
     env.update({
         "HOME": folders["home"], "TMPDIR": "/tmp" if job["isolation"] in _PRIVATE_TMP else folders["base"],
@@ -740,10 +756,7 @@ def supervise(job: dict, seed=None) -> dict:
     from dlmed.grader.executor import GuardedExecute, SandboxKernelManager
 
     started = time.monotonic()
-    if sys.platform.startswith("linux"):
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the grader (with bubblewrap: bwrap's init)
-        if job.get("grader_pid") and os.getppid() != job["grader_pid"]:
-            os._exit(1)  # the grader died before the line above: the signal will never come
+    die_with_parent(job.get("grader_pid") or None)  # never outlive the grader (with bubblewrap: bwrap's init)
     isolation = job["isolation"]
     if isolation in ("namespaces", "bubblewrap"):
         if isolation == "namespaces":
@@ -775,7 +788,7 @@ def supervise(job: dict, seed=None) -> dict:
     kernel_log_path = Path(folders["base"]) / (".dlmed/kernel-stderr.log" if isolation in _PRIVATE_TMP else "kernel-stderr.log")
     try:
         with open(kernel_log_path, "wb") as kernel_log:
-            executor.run(km, cwd=folders["work"], env=_kernel_env(job, folders),
+            executor.run(km, cwd=folders["work"], env=kernel_env(job, folders),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=kernel_log)
     except Exception as failure:  # the kernel could not start, or nbclient gave up: report, do not crash
         tail = kernel_log_path.read_bytes()[-2000:].decode(errors="replace") if kernel_log_path.exists() else ""
@@ -812,10 +825,7 @@ def launch(settings: dict, command: List[str], start=None):
     launcher waits for it and exits the same way (the supervisor reads why a kernel died from that).
     """
     limits = settings["limits"]
-    if sys.platform.startswith("linux"):
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # the supervisor died (the grader was killed): so do we
-        if os.getppid() != settings.get("parent", os.getppid()):
-            os._exit(1)  # it died before the line above: the signal will never come
+    die_with_parent(settings.get("parent"))  # the supervisor died (the grader was killed): so do we
     isolation = settings["isolation"]
     if isolation == "bubblewrap":
         _enter_own_user_namespace()

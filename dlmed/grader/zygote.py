@@ -32,8 +32,8 @@ import threading
 from typing import Dict, List, Optional
 
 from dlmed.grader.sandbox import (
-    CLONE_NEWNET, CLONE_NEWNS, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_REC, PR_SET_PDEATHSIG, libc_call, mount, prctl,
-    supervisor_env,
+    CLONE_NEWNET, CLONE_NEWNS, KERNEL_FOLDERS, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_REC, die_with_parent, kernel_env,
+    libc_call, mount, prctl, supervisor_env,
 )
 
 #: Imported once in the zygote: what kernels (the labs' set-up cells, the guard) and supervisors import.
@@ -48,9 +48,9 @@ PRELOADED = [
 #: into the running shell, tqdm picks its notebook bar): dropped after preloading, so the kernel
 #: imports them afresh.
 IMPORTED_IN_KERNEL = ("matplotlib_inline", "tqdm.auto", "tqdm.autonotebook", "tqdm.notebook")
-#: Where the kernel's Matplotlib folder is (:func:`dlmed.grader.sandbox._prepare_work_folder`):
-#: the zygote imports Matplotlib with the same folder, in a private /tmp of its own.
-KERNEL_MPLCONFIG = "/tmp/mplconfig"
+#: The kernel's folders with namespaces (:func:`dlmed.grader.sandbox._prepare_work_folder`, in its
+#: private /tmp): the zygote imports Matplotlib & co. with the same ones, in a private /tmp of its own.
+_KERNEL_FOLDERS = {name: os.path.join("/tmp", name) for name in KERNEL_FOLDERS}
 _STARTUP_SECONDS = 180
 PR_SET_DUMPABLE = 4
 #: Environment variables the preloaded libraries set on import (see _preload).
@@ -75,7 +75,7 @@ class Zygote:
     Create it in the thread that lives as long as grading (the zygote dies with that thread).
     """
 
-    def __init__(self, kernel_env: Dict[str, str], data_dir: str, font_cache: Optional[str]):
+    def __init__(self, kernel_base_env: Dict[str, str], data_dir: str, font_cache: Optional[str]):
         ours, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._socket, self._lock, self._ready = ours, threading.Lock(), None
         self.data_bytes = 0  # the zygote's data segment once ready: what a warm kernel starts with (RLIMIT_DATA counts it)
@@ -85,7 +85,7 @@ class Zygote:
         # The kernels' locale, not the grader's: Python fixes its encodings (and coerces a C
         # locale, setting LC_CTYPE) when it starts.
         env = {key: value for key, value in supervisor_env().items() if key not in ("LANG", "LC_ALL", "LC_CTYPE")}
-        env.update(_import_time_env(kernel_env, data_dir))
+        env.update(_import_time_env(kernel_base_env, data_dir))
         settings["given_env"] = sorted(env)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dlmed.grader.zygote", str(its.fileno()), json.dumps(settings)],
@@ -190,10 +190,10 @@ class ForkedSupervisor:
             pass
 
 
-def _import_time_env(kernel_env: Dict[str, str], data_dir: str) -> Dict[str, str]:
-    """The kernels' environment as far as the preloaded libraries read it on import (see sandbox._kernel_env)."""
-    return dict(kernel_env, MPLCONFIGDIR=KERNEL_MPLCONFIG, MPLBACKEND="module://matplotlib_inline.backend_inline",
-                HOME="/tmp/home", TMPDIR="/tmp", DLMED_DATA=data_dir, USER="student", LOGNAME="student")
+def _import_time_env(kernel_base_env: Dict[str, str], data_dir: str) -> Dict[str, str]:
+    """The kernels' environment (``sandbox.kernel_env`` with namespaces), and the backend ipykernel sets."""
+    job = {"env": kernel_base_env, "isolation": "namespaces", "data_dir": data_dir}
+    return dict(kernel_env(job, dict(_KERNEL_FOLDERS, base="/tmp")), MPLBACKEND="module://matplotlib_inline.backend_inline")
 
 
 # --- the zygote --------------------------------------------------------------------------------
@@ -201,19 +201,17 @@ def _import_time_env(kernel_env: Dict[str, str], data_dir: str) -> Dict[str, str
 
 def serve(channel: socket.socket, settings: dict):
     """The zygote's life: import everything, then fork a supervisor for each request until the grader closes."""
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != settings["parent"]:
-        os._exit(1)  # the grader died before the line above
+    die_with_parent(settings["parent"])
     host_mounts = os.open("/proc/self/ns/mnt", os.O_RDONLY)
     # Matplotlib keeps the folder it was imported with: give it the kernels' folder, in a
     # private /tmp (supervisors go back to the host's mounts, kernels get their own /tmp).
     libc_call("unshare", CLONE_NEWNS)
     mount(None, "/", flags=MS_REC | MS_PRIVATE)
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=64m")
-    for folder in (KERNEL_MPLCONFIG, "/tmp/home"):
+    for folder in _KERNEL_FOLDERS.values():
         os.mkdir(folder, mode=0o700)
     if settings["font_cache"] and os.path.isfile(settings["font_cache"]):
-        shutil.copy(settings["font_cache"], KERNEL_MPLCONFIG)
+        shutil.copy(settings["font_cache"], _KERNEL_FOLDERS["mplconfig"])
     _preload(settings["given_env"])
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forked supervisors are reaped by the system
     channel.send(f"ready {_data_bytes()}".encode())
@@ -267,7 +265,7 @@ def _preload(given_env: List[str]):
     ADDED_ON_IMPORT.update({key: value for key, value in os.environ.items() if key not in given_env})
     # And the folders they made in /tmp (torch: its compiler's cache folder), made again in each kernel's.
     for entry in os.scandir("/tmp"):
-        if entry.is_dir() and entry.path not in (KERNEL_MPLCONFIG, "/tmp/home"):
+        if entry.is_dir() and entry.path not in _KERNEL_FOLDERS.values():
             MADE_ON_IMPORT[entry.path] = entry.stat().st_mode & 0o7777
 
 
@@ -280,9 +278,7 @@ def _become_supervisor(channel: socket.socket, fds: List[int], host_mounts: int,
     for target, fd in zip((0, 1, 2), fds):
         os.dup2(fd, target)
         os.close(fd)
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != zygote:
-        os._exit(1)
+    die_with_parent(zygote)
     libc_call("setns", host_mounts, CLONE_NEWNS)
     os.close(host_mounts)
     os.chdir(settings["cwd"])
@@ -386,9 +382,7 @@ def _seed(channel: socket.socket, parent: int):
                 os.close(int(name))
             except OSError:
                 pass
-    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:
-        os._exit(1)
+    die_with_parent(parent)
     message, fds, _, _ = socket.recv_fds(channel, 1 << 20, 3)
     if not message:
         os._exit(0)

@@ -49,8 +49,11 @@ def _setup_cell(source):
                                                         "grade_id": "setup", "schema_version": 3}})
 
 
-def run_cells(cells, tmp_path, isolation="basic", guard_modules=("builtins", "math"), **limits):
-    """Execute ``cells`` in a sandbox as the grader does; return the SandboxResult (notebook as a node)."""
+def run_cells(cells, tmp_path, isolation="basic", guard_modules=("builtins", "math"), zygote=None, **limits):
+    """Execute ``cells`` in a sandbox as the grader does; return the SandboxResult (notebook as a node).
+
+    ``isolation`` "warm": namespaces, forked from this session's zygote; or give a ``zygote`` of your own.
+    """
     notebook = new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     # A warm kernel starts with the libraries every lab imports (about 1 GB of data segment): more room.
@@ -60,7 +63,7 @@ def run_cells(cells, tmp_path, isolation="basic", guard_modules=("builtins", "ma
     data_dir.mkdir(exist_ok=True)
     hide, keep = sandbox.plan_paths([str(tmp_path / "course"), os.path.expanduser("~")], sandbox.python_paths())
     env = {"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"}
-    warm = warm_zygote(env) if isolation == "warm" else None
+    warm = zygote or (warm_zygote(env) if isolation == "warm" else None)
     job = {"notebook": notebook, "isolation": "namespaces" if warm else isolation, "uid": sandbox.SANDBOX_UID_BASE + 50,
            "hide": hide, "keep": keep, "data_dir": str(data_dir), "data_writable": False, "copy_from": None,
            "limits": vars(settings), "env": env,
@@ -332,25 +335,15 @@ def test_a_warm_kernel_starts_from_memory_that_never_held_the_job(tmp_path):
 @needs_namespaces
 def test_a_dead_zygote_means_cold_starts_not_failures(tmp_path):
     """When the zygote has died (killed, out of memory), sandboxes start the usual way and grade as before."""
-    env = {"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"}
-    dead = zygote.Zygote(env, "/nonexistent-data", None)
+    dead = zygote.Zygote({"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"}, "/nonexistent-data", None)
     assert dead.wait_ready() is None
     dead.process.kill()
     dead.process.wait()
-    notebook = new_notebook(cells=[new_code_cell("import os\nprint('PID', os.getpid())")])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    settings = sandbox.Limits(cell_timeout=10, notebook_timeout=60, memory_bytes=2**30)
-    (tmp_path / "data").mkdir()
-    hide, keep = sandbox.plan_paths([str(tmp_path / "course"), os.path.expanduser("~")], sandbox.python_paths())
-    job = {"notebook": notebook, "isolation": "namespaces", "uid": sandbox.SANDBOX_UID_BASE + 50, "hide": hide, "keep": keep,
-           "data_dir": str(tmp_path / "data"), "data_writable": False, "copy_from": None, "limits": vars(settings),
-           "env": env, "annotations": executor.cell_annotations(notebook), "guard_modules": ["builtins"]}
-    try:
-        result = sandbox.run_notebook(job, settings, dead)
+    try:  # run_cells checks that the sandbox did not fail
+        result = run_cells([new_code_cell("import os\nprint('PID', os.getpid())")], tmp_path, "namespaces", zygote=dead)
     finally:
         dead.close()
-    assert result.error is None, f"expected a cold start, got: {result.error}"
-    text = outputs(nbformat.from_dict(result.notebook).cells[0])
+    text = outputs(result.notebook.cells[0])
     assert "PID 1" in text, f"expected the kernel as PID 1 of its own namespace, got: {text}"
 
 
