@@ -102,6 +102,26 @@ def test_run_config_grading_mode_caps_settings(grading_mode):
     assert config.show_progress is False
 
 
+@pytest.fixture
+def inline_backend():
+    """matplotlib's inline backend as a notebook has it, its settings put back afterwards."""
+    from matplotlib_inline.backend_inline import InlineBackend
+
+    settings = InlineBackend.instance()
+    before = dict(settings.print_figure_kwargs)
+    yield settings
+    settings.print_figure_kwargs = before
+
+
+def test_grading_mode_draws_figures_once_and_lab_mode_keeps_the_tight_box(lab_mode, inline_backend, monkeypatch):
+    """Lab mode leaves the inline backend's "tight" bounding box; grading mode turns it off (one drawing per figure)."""
+    run_config(num_epochs=5)
+    assert inline_backend.print_figure_kwargs.get("bbox_inches") == "tight", inline_backend.print_figure_kwargs
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    run_config(num_epochs=5)
+    assert inline_backend.print_figure_kwargs.get("bbox_inches", "tight") is None, inline_backend.print_figure_kwargs
+
+
 def test_run_config_grading_mode_replaces_none_and_keeps_smaller_values(grading_mode):
     """In grading mode None (no limit) becomes the limit, and values already below it are kept."""
     config = run_config(max_steps_per_epoch=None, images_per_class=None, batch_size=2)

@@ -8,7 +8,8 @@
    repaired against the lab as the gradebook knows it (:mod:`dlmed.grader.lab`), each repair
    a note; nbgrader's own ``Autograde`` converter then sanitizes it (:mod:`dlmed.grader.gradebook`);
 3. **run it in a sandbox** (:mod:`dlmed.grader.runner`, :mod:`dlmed.grader.sandbox`), in
-   parallel over the machine's cores, after checking the instructor's solution there;
+   parallel over the machine's cores, after checking the instructor's solution there (the
+   first submissions are staged meanwhile);
 4. **record it into the gradebook** with the same converter (:mod:`dlmed.grader.gradebook`);
 5. **keep the journal** (:mod:`dlmed.grader.journal`): each finished student is noted at once
    in ``grading/<lab>/results/<student>.json``, so a rerun skips what is up to date
@@ -102,18 +103,54 @@ class ClassGrader:
         _say(f"Grading {len(students)} submissions of {self.lab}: {settings.jobs} at a time, "
              f"isolation '{self.runner.isolation}', {settings.limits.describe()}.")
         try:
-            if self.runner.zygote is not None and students:
-                problem = self.runner.warm_start_problem()
-                self.journal.log("warm starts: " + (f"off, {problem}" if problem else
-                                                    "kernels and supervisors are forked from a zygote"))
-            if settings.check_reference and students:
-                _say("Checking the grading environment with the instructor's solution ...")
-                result = self.runner.check_reference(self.root / "source" / self.lab / self.lab_info.notebook_name, self.lab)
-                self.journal.log(f"reference solution passes every test in {result.seconds:.1f} s")
-            outcomes = self._grade_all(students)
+            early = self._prepare_while_getting_ready(students)
+            outcomes = self._grade_all(students, early)
         finally:
             self.runner.close()
         return [outcomes[s] for s in students]
+
+    def _get_ready(self, students: List[str]):
+        """Wait for the zygote, then check the grading environment with the instructor's solution."""
+        if self.runner.zygote is not None and students:
+            problem = self.runner.warm_start_problem()
+            self.journal.log("warm starts: " + (f"off, {problem}" if problem else
+                                                "kernels and supervisors are forked from a zygote"))
+        if self.settings.check_reference and students:
+            _say("Checking the grading environment with the instructor's solution ...")
+            result = self.runner.check_reference(self.root / "source" / self.lab / self.lab_info.notebook_name, self.lab)
+            self.journal.log(f"reference solution passes every test in {result.seconds:.1f} s")
+
+    def _prepare_while_getting_ready(self, students: List[str]) -> Dict[str, tuple]:
+        """Get ready (:meth:`_get_ready`, in a thread) and meanwhile prepare submissions; return them by student.
+
+        The zygote's imports and the reference check keep one core busy, and the grader would
+        wait: it stages and sanitizes submissions meanwhile, in grading order, until ready.
+        Only students the gradebook has no submission of yet: should the check fail, those
+        prepared are taken out of the gradebook again, and no earlier grade is touched.
+        """
+        early: Dict[str, tuple] = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            ready = pool.submit(self._get_ready, students)
+            try:
+                for student in students:
+                    if ready.done():
+                        break
+                    if student in self.in_gradebook:
+                        continue
+                    started = time.monotonic()
+                    early[student] = (self.prepare(student), time.monotonic() - started)
+                ready.result()
+            except BaseException:
+                sandbox.stop_all()  # an interrupt: the reference check's sandbox ends too, and with it the thread
+                undone = [student for student, (prepared, _) in early.items() if not isinstance(prepared, StudentResult)]
+                for student in undone:  # sanitized, never run: no submission the gradebook may keep
+                    self.gradebook.forget_submission(student)
+                self.journal.log(f"stopped before grading; submissions prepared meanwhile and taken out of the "
+                                 f"gradebook again: {len(undone)}")
+                raise
+        if early:
+            self.journal.log(f"{len(early)} submissions prepared while the grader got ready")
+        return early
 
     # -- one student ----------------------------------------------------------------------
 
@@ -169,7 +206,8 @@ class ClassGrader:
 
     # -- all students, in parallel ---------------------------------------------------------
 
-    def _grade_all(self, students: List[str]) -> Dict[str, StudentResult]:
+    def _grade_all(self, students: List[str], early: Dict[str, tuple]) -> Dict[str, StudentResult]:
+        """Grade ``students`` in parallel sandboxes; ``early``: {student: (prepared, seconds)} prepared already."""
         from tqdm.auto import tqdm
 
         outcomes: Dict[str, StudentResult] = {}
@@ -183,13 +221,17 @@ class ClassGrader:
                 # One more job than slots, so a freed slot starts at once.
                 while pending and len(running) <= self.settings.jobs:
                     student = pending.pop(0)
-                    prepare_started = time.monotonic()
-                    prepared = self.prepare(student)
+                    if student in early:
+                        prepared, prepare_seconds = early.pop(student)
+                    else:
+                        prepare_started = time.monotonic()
+                        prepared = self.prepare(student)
+                        prepare_seconds = time.monotonic() - prepare_started
                     if isinstance(prepared, StudentResult):
                         outcomes[student] = prepared
                         bar.update()
                         continue
-                    running[pool.submit(self.runner.run, prepared[0])] = (student, prepared, time.monotonic() - prepare_started)
+                    running[pool.submit(self.runner.run, prepared[0])] = (student, prepared, prepare_seconds)
                 if not running:
                     continue
                 done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)

@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import copy
 import errno
+import functools
 import json
 import os
 import queue
@@ -45,15 +46,17 @@ import socket
 import struct
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import psutil
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import ensure_async, run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 from traitlets import Dict as DictTrait
+from traitlets import Type
 
 from dlmed.course.grading import HIDDEN_FAILED, is_graded_test_cell, split_hidden_tests
 
@@ -76,6 +79,11 @@ GUARDED_CLASSES = ["torch.Tensor", "torch.nn.Module"]
 
 
 
+# The cells annotated are the instructor's (test and locked cells, restored by nbgrader): the
+# same in every submission, so each is worked out once per run (``lru_cache``), not per student.
+
+
+@functools.lru_cache(maxsize=1024)
 def _python_source(source: str) -> str:
     """Cell source with IPython syntax (``%magic``, ``!cmd``) turned into plain Python."""
     from IPython.core.inputtransformer2 import TransformerManager
@@ -92,17 +100,27 @@ def _parse(source: str) -> Optional[ast.Module]:
 
 def names_read(source: str) -> List[str]:
     """Every plain name used anywhere in ``source`` (the names a test might read)."""
+    return list(_names_read(source))
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_read(source: str) -> Tuple[str, ...]:
     tree = _parse(source)
     if tree is None:
-        return []
-    return sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)})
+        return ()
+    return tuple(sorted({node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}))
 
 
 def names_bound(source: str) -> List[str]:
     """Names that ``source`` binds at module level (imports, assignments, defs, loop targets)."""
+    return list(_names_bound(source))
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_bound(source: str) -> Tuple[str, ...]:
     tree = _parse(source)
     if tree is None:
-        return []
+        return ()
     bound = set()
 
     def visit(statements):
@@ -124,7 +142,7 @@ def names_bound(source: str) -> List[str]:
                 visit(handler.body)
 
     visit(tree.body)
-    return sorted(bound)
+    return tuple(sorted(bound))
 
 
 def is_trusted_cell(cell) -> bool:
@@ -174,13 +192,59 @@ def error_output(ename: str, evalue: str) -> NotebookNode:
     return NotebookNode(output_type="error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
 
 
+class SandboxKernelClient(AsyncKernelClient):
+    """The kernel client of :class:`SandboxKernelManager`: ready as soon as the kernel has answered."""
+
+    async def wait_for_ready(self, timeout: Optional[float] = None) -> None:
+        """Wait until the kernel answers on both channels; raise RuntimeError if it dies or ``timeout`` passes.
+
+        jupyter_client's own wait ends only after 0.2 s without a message on IOPub (half of a
+        warm kernel's start, for every student). Here it ends at the idle status of the last
+        ``kernel_info`` request on IOPub: it is connected then, and nothing else is to come.
+        """
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+        while True:
+            request = self.kernel_info()
+            try:
+                reply = await ensure_async(self.shell_channel.get_msg(timeout=1))
+            except queue.Empty:
+                reply = None
+            if reply is not None and reply["msg_type"] == "kernel_info_reply" and await self._idle_after(request, 0.5):
+                self._handle_kernel_info_reply(reply)
+                return
+            if not await ensure_async(self.is_alive()):
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+    async def _idle_after(self, request: str, seconds: float) -> bool:
+        """Read IOPub until the kernel says it is idle after ``request``; False if that does not come in time."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                message = await ensure_async(self.iopub_channel.get_msg(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                return False
+            if (message["msg_type"] == "status" and message["content"].get("execution_state") == "idle"
+                    and message["parent_header"].get("msg_id") == request):
+                return True
+        return False
+
+
 class SandboxKernelManager(AsyncKernelManager):
     """A kernel manager whose kernel command is prefixed by the sandbox's launcher."""
 
+    client_factory = Type(SandboxKernelClient, klass=AsyncKernelClient)
+
     launcher: List[str] = []
-    #: A :class:`dlmed.grader.zygote.KernelSeed`: the first kernel starts from it, warm (the
-    #: launcher's settings and path, without exec'ing Python again); later ones the usual way.
-    seed = None
+    #: :class:`dlmed.grader.zygote.KernelSeed` objects: each kernel started (the first, one
+    #: restarted after a crash) takes the next and starts warm from it (the launcher's settings
+    #: and path, without exec'ing Python again); when none is left, the usual way.
+    seeds = ()
+
+    async def _async_wait(self, pollinterval: float = 0.1) -> None:
+        """Wait until the kernel has ended, looking every 10 ms (jupyter_client's 100 ms, once per student, add up)."""
+        await super()._async_wait(pollinterval=min(pollinterval, 0.01))
 
     def format_kernel_cmd(self, extra_arguments=None):
         """The usual kernel command, started through :attr:`launcher` (limits, user, namespaces)."""
@@ -189,7 +253,7 @@ class SandboxKernelManager(AsyncKernelManager):
     async def _async_launch_kernel(self, kernel_cmd: List[str], **kw):
         from dlmed.grader.zygote import kernel_command_is_ipykernel
 
-        seed, self.seed = self.seed, None
+        seed, self.seeds = (self.seeds[0], self.seeds[1:]) if self.seeds else (None, ())
         prefix = list(self.launcher)
         command = kernel_cmd[len(prefix):]
         if seed is None or kernel_cmd[:len(prefix)] != prefix or not kernel_command_is_ipykernel(command):

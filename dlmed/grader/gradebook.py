@@ -185,6 +185,17 @@ class GradebookRecorder:
         return StudentResult(student, "not gradable", scores=self.read_scores(student, notebook_name), reason=reason,
                              notes=notes, fingerprint=fingerprint)
 
+    def forget_submission(self, student: str):
+        """Take a submission that was sanitized but never run out of the gradebook and autograded/ again."""
+        from nbgrader.api import Gradebook, MissingEntry
+
+        shutil.rmtree(self.autograded_folder(student), ignore_errors=True)
+        with Gradebook(self.db_url, self.coursedir.course_id) as gradebook:
+            try:
+                gradebook.remove_submission(self.lab, student)
+            except MissingEntry:
+                pass  # nbgrader refused it before it was created
+
     def students_with_submission(self) -> set:
         """Students the gradebook has a submission of this lab for (a journal entry alone is not enough)."""
         from nbgrader.api import Gradebook

@@ -469,6 +469,15 @@ _running = set()
 _running_lock = threading.Lock()
 
 
+def skip_uri_grammar():
+    """Keep jsonschema (nbformat imports it) from compiling an optional URI grammar: about 1 s per process.
+
+    ``rfc3987_syntax`` checks the formats "uri" and "iri", which no notebook schema uses. The
+    grader, the zygote and each supervisor call this before they import nbformat.
+    """
+    sys.modules.setdefault("rfc3987_syntax", None)
+
+
 def stop_all():
     """Kill every sandbox this process has running (the grader was interrupted)."""
     with _running_lock:
@@ -746,10 +755,11 @@ def kernel_env(job: dict, folders: Dict[str, str]) -> Dict[str, str]:
     return env
 
 
-def supervise(job: dict, seed=None) -> dict:
+def supervise(job: dict, seeds=()) -> dict:
     """Run the job (see :func:`run_notebook`) and return the answer for the host.
 
-    ``seed``: a :class:`dlmed.grader.zygote.KernelSeed` the first kernel starts from (warm start).
+    ``seeds``: :class:`dlmed.grader.zygote.KernelSeed` objects the first kernel and one restarted
+    after a crash start from (warm starts).
     """
     from nbformat import from_dict
 
@@ -773,7 +783,7 @@ def supervise(job: dict, seed=None) -> dict:
         os.environ["JUPYTER_RUNTIME_DIR"] = os.path.join(folders["base"], "runtime")
     limits = job["limits"]
     km = SandboxKernelManager(kernel_name="python3")
-    km.seed = seed
+    km.seeds = tuple(seeds)
     if isolation == "seatbelt":  # the profile allows Unix sockets in the sandbox's folder, no TCP at all
         km.transport, km.ip = "ipc", os.path.join(folders["base"], "k")
     km.launcher = [sys.executable, "-m", "dlmed.grader.sandbox", "--launch",
@@ -794,8 +804,8 @@ def supervise(job: dict, seed=None) -> dict:
         tail = kernel_log_path.read_bytes()[-2000:].decode(errors="replace") if kernel_log_path.exists() else ""
         error = f"{type(failure).__name__}: {failure}" + (f"\nkernel stderr:\n{tail}" if tail.strip() else "")
     finally:
-        if km.seed is not None:  # never asked for (the kernel did not get that far)
-            km.seed.discard()
+        for seed in km.seeds:  # not asked for (no crash, or the kernel did not get that far)
+            seed.discard()
         if isolation in ("basic", "seatbelt"):
             shutil.rmtree(folders["base"], ignore_errors=True)
         elif isolation == "namespaces" and job["data_writable"]:
@@ -889,10 +899,10 @@ def _wait_and_mirror(child: int):
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
-def main(argv: Optional[List[str]] = None, seed=None) -> int:
+def main(argv: Optional[List[str]] = None, seeds=()) -> int:
     """Entry point of ``python -m dlmed.grader.sandbox`` (supervisor, ``--launch`` or ``--probe ISOLATION``).
 
-    A supervisor forked by the zygote calls it with its kernel ``seed`` (see :func:`supervise`).
+    A supervisor forked by the zygote calls it with its kernel ``seeds`` (see :func:`supervise`).
     """
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--probe"]:
@@ -900,11 +910,9 @@ def main(argv: Optional[List[str]] = None, seed=None) -> int:
     if argv[:1] == ["--launch"]:
         launch(json.loads(argv[1]), argv[3:])
         return 1  # exec failed
-    # nbformat -> jsonschema imports this optional format checker, which compiles a grammar
-    # (0.8 s, once per student); the supervisor never validates URIs.
-    sys.modules.setdefault("rfc3987_syntax", None)
+    skip_uri_grammar()
     job = json.load(sys.stdin.buffer)  # bytes: whatever locale this Python started with
-    answer = supervise(job, seed)
+    answer = supervise(job, seeds)
     sys.stdout.write(json.dumps(answer))
     return 0
 

@@ -118,7 +118,10 @@ def privatize_shared_memory() -> List[str]:
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     zeroed = []
     with open("/proc/self/maps") as maps:
-        shared = [line.split(maxsplit=5) for line in maps if line.split()[1][3] == "s"]
+        lines = maps.read().splitlines()
+    # "start-end perms ...": the fourth letter of perms says shared ("s") or private ("p"). A
+    # kernel with torch has about 1,800 mappings and one shared one: only that one is split.
+    shared = [line.split(maxsplit=5) for line in lines if line[line.index(" ") + 4] == "s"]
     for fields in shared:
         start, end = (int(part, 16) for part in fields[0].split("-"))
         perms, path = fields[1], (fields[5].strip() if len(fields) > 5 else "")

@@ -7,19 +7,22 @@ process that imports all of them once and afterwards only forks:
 
 - the grader asks it for a supervisor (:func:`dlmed.grader.sandbox.supervise`): the zygote
   forks one, which takes the grader's pipes and goes back to the grader's mount namespace;
-- the supervisor forks a *kernel seed* at once, before it reads its job, so no notebook and
-  no hidden test is ever in the memory a kernel starts from (the zygote never holds one);
+- the supervisor forks two *kernel seeds* at once (one for the kernel, one for a kernel started
+  again after a crash), before it reads its job, so no notebook and no hidden test is ever in
+  the memory a kernel starts from (the zygote never holds one);
 - when the kernel manager starts the kernel, the seed enters the supervisor's mount and
   network namespaces and takes the launcher's own path (:func:`dlmed.grader.sandbox.launch`:
   PID namespace, private /proc, the sandbox's user, limits, no new privileges); only the final
   ``exec`` of ipykernel is replaced by starting ipykernel in the same, already warm, process.
 
-A kernel started again after a crash (:mod:`dlmed.grader.executor`) starts the usual way.
+A kernel started again after a crash (:mod:`dlmed.grader.executor`) takes the second seed; a
+third start (none: a second crash ends the run) would start the usual way.
 What the libraries read from the environment when they are imported (thread counts, the
 Matplotlib backend and folder) is set in the zygote to the kernels' own values first.
 """
 
 import atexit
+import gc
 import json
 import os
 import shutil
@@ -33,7 +36,7 @@ from typing import Dict, List, Optional
 
 from dlmed.grader.sandbox import (
     CLONE_NEWNET, CLONE_NEWNS, KERNEL_FOLDERS, MS_NODEV, MS_NOSUID, MS_PRIVATE, MS_REC, die_with_parent, kernel_env,
-    libc_call, mount, prctl, supervisor_env,
+    libc_call, mount, prctl, skip_uri_grammar, supervisor_env,
 )
 
 #: Imported once in the zygote: what kernels (the labs' set-up cells, the guard) and supervisors import.
@@ -133,13 +136,14 @@ class Zygote:
                                 os.fdopen(pipes[2][0], "rb"))
 
     def close(self):
-        """End the zygote, once no sandbox runs (the supervisors it forked die with it)."""
+        """End the zygote, once no sandbox runs (the supervisors it forked die with it).
+
+        Killed rather than asked to exit: it holds nothing to save, and Python's own exit
+        with torch & co. loaded takes 1.7 s, at the end of every run.
+        """
         self._socket.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self.process.kill()
+        self.process.wait()
         self._log.close()
 
 
@@ -245,8 +249,7 @@ def _data_bytes() -> int:
 
 
 def _preload(given_env: List[str]):
-    # nbformat -> jsonschema imports this optional format checker, which compiles a grammar; never used.
-    sys.modules.setdefault("rfc3987_syntax", None)
+    skip_uri_grammar()
     import importlib
 
     for name in PRELOADED:
@@ -256,6 +259,8 @@ def _preload(given_env: List[str]):
             pass  # a library this course does not install: the kernel imports what it needs
     if "PIL.Image" in sys.modules:
         sys.modules["PIL.Image"].preinit()  # the usual image formats' plugins, which the first image read imports
+    if "nbformat" in sys.modules:
+        sys.modules["nbformat"].v4.new_output("stream", name="stdout", text="")  # compiles the schema supervisors validate outputs with
     for name in list(sys.modules):
         if name.startswith(IMPORTED_IN_KERNEL):
             del sys.modules[name]
@@ -267,10 +272,14 @@ def _preload(given_env: List[str]):
     for entry in os.scandir("/tmp"):
         if entry.is_dir() and entry.path not in _KERNEL_FOLDERS.values():
             MADE_ON_IMPORT[entry.path] = entry.stat().st_mode & 0o7777
+    # The libraries' objects live as long as the kernels: out of the garbage collector's sight, a
+    # collection in a fork neither walks them nor writes to (and so copies) the pages they share.
+    gc.collect()
+    gc.freeze()
 
 
 def _become_supervisor(channel: socket.socket, fds: List[int], host_mounts: int, settings: dict):
-    """In a fork of the zygote: take the grader's pipes, go back to its mounts, fork the kernel seed, supervise."""
+    """In a fork of the zygote: take the grader's pipes, go back to its mounts, fork the kernel seeds, supervise."""
     zygote = os.getppid()
     channel.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -284,10 +293,12 @@ def _become_supervisor(channel: socket.socket, fds: List[int], host_mounts: int,
     os.chdir(settings["cwd"])
     os.environ.clear()
     os.environ.update(settings["supervisor_env"])
-    seed = KernelSeed()  # before the job is read: the seed never holds it
+    # Before the job is read, so that they never hold it: the kernel's seed, and one for a
+    # kernel started again after a crash.
+    seeds = (KernelSeed(), KernelSeed())
     from dlmed.grader import sandbox
 
-    code = sandbox.main([], seed=seed)
+    code = sandbox.main([], seeds=seeds)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

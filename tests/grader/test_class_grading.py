@@ -422,6 +422,38 @@ def test_zip_import_and_resume_after_interruption(tmp_path_factory, grading_data
                       "1002": sum(expected["cyd"].values())}, f"canvas.csv scores: {totals}"
 
 
+def test_a_failing_reference_check_leaves_no_half_graded_submission(tmp_path_factory, grading_data_dir):
+    """The grader stages new submissions while it checks the instructor's solution; when that check fails it
+    stops, takes those submissions out of the gradebook and autograded/ again, and leaves earlier grades alone."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    workspace = new_course(tmp_path_factory, "broken-reference")
+    release = workspace / "release" / LAB / NAME
+    source = workspace / "source" / LAB / NAME
+    submit(workspace, "ada", nbformat.read(str(source), as_version=4))
+    first = run_grade(workspace, "--no-feedback", *hostile.LIMITS)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = course.read_scores(workspace, LAB, NAME, ["ada"])["ada"]
+    submit(workspace, "bob", lab1.build_notebook(release, lab1.SUBMISSIONS["partial"]))
+    broken = nbformat.read(str(source), as_version=4)
+    answer = next(cell for cell in broken.cells if cell.metadata.get("nbgrader", {}).get("solution"))
+    answer.source += "\nraise RuntimeError('the solution broken on purpose')\n"
+    nbformat.write(broken, str(source))
+    again = run_grade(workspace, "--force", "--no-feedback", *hostile.LIMITS)
+    assert again.returncode != 0 and "does not pass its own tests" in again.stdout + again.stderr, \
+        again.stdout[-3000:] + again.stderr[-3000:]
+    log = (workspace / "grading" / LAB / "grade.log").read_text()
+    assert "prepared meanwhile and taken out of the gradebook again: 1" in log, log[-2000:]
+    with Gradebook(f"sqlite:///{workspace / 'gradebook.db'}") as gradebook:
+        with pytest.raises(MissingEntry):
+            gradebook.find_submission(LAB, "bob")
+        gradebook.find_submission(LAB, "ada")  # still there
+    assert not (workspace / "autograded" / "bob" / LAB).exists(), "bob's sanitized, never run notebook was left"
+    executed = nbformat.read(str(workspace / "autograded" / "ada" / LAB / NAME), as_version=4)
+    assert any(cell.get("outputs") for cell in executed.cells), "ada's graded notebook lost its outputs"
+    assert course.read_scores(workspace, LAB, NAME, ["ada"])["ada"] == before, "ada's grades changed"
+
+
 def test_basic_isolation_still_enforces_limits(tmp_path_factory, grading_data_dir):
     """Without namespaces (macOS, no root) time and memory limits still hold and grades are the same."""
     workspace = new_course(tmp_path_factory, "basic")

@@ -74,7 +74,7 @@ def course(tmp_path):
         canvas.writestr("ann_1001_5001_lab1_mednist_from_scratch.ipynb", "{}")
         canvas.writestr("bob_LATE_1002_5002_lab1_mednist_from_scratch-1.ipynb", "{}")
     with zipfile.ZipFile(archive / "moodle.zip", "w") as moodle:
-        moodle.writestr(f"Cy Hostile_777_assignsubmission_file_/lab1_mednist_from_scratch.ipynb", "{}")
+        moodle.writestr("Cy Hostile_777_assignsubmission_file_/lab1_mednist_from_scratch.ipynb", "{}")
     return root, db_url
 
 

@@ -333,6 +333,23 @@ def test_a_warm_kernel_starts_from_memory_that_never_held_the_job(tmp_path):
 
 
 @needs_namespaces
+def test_a_kernel_restarted_after_a_crash_starts_warm_from_memory_that_never_held_the_job(tmp_path):
+    """After a crash the kernel starts again from the supervisor's second seed: warm (the zygote's libraries
+    loaded) and, like the first, from memory that never held the hidden test (the visible one it ran again)."""
+    markers = {"hidden": os.urandom(12).hex(), "visible": os.urandom(12).hex()}
+    halves = [(name, marker[:12].encode().hex(), marker[12:].encode().hex()) for name, marker in markers.items()]
+    test = f"check(True)  # {markers['visible']}\n### BEGIN HIDDEN TESTS\ncheck(True)  # {markers['hidden']}\n### END HIDDEN TESTS\n"
+    probe = "import os, sys\nprint('WARM', 'torch' in sys.modules, 'PID', os.getpid())\n" + _MEMORY_SCAN % (halves,)
+    result = run_cells([_setup_cell(_SETUP), _test_cell(test, "t1"), new_code_cell("import os\nos._exit(3)"),
+                        new_code_cell(probe)], tmp_path, "warm", cell_timeout=120)
+    assert [e["kind"] for e in result.events] == ["kernel-died", "kernel-restarted"], result.events
+    assert result.hidden_seconds and "Error" not in outputs(result.notebook.cells[1]), outputs(result.notebook.cells[1])
+    text = outputs(result.notebook.cells[3])
+    assert "WARM True PID 1" in text, f"expected a warm kernel (torch loaded before any import) as PID 1: {text[-2000:]}"
+    assert "FOUND True False" in text, f"expected the visible marker found and the hidden one not: {text[-2000:]}"
+
+
+@needs_namespaces
 def test_a_dead_zygote_means_cold_starts_not_failures(tmp_path):
     """When the zygote has died (killed, out of memory), sandboxes start the usual way and grade as before."""
     dead = zygote.Zygote({"PATH": os.environ["PATH"], "NBGRADER_EXECUTION": "autograde"}, "/nonexistent-data", None)
@@ -441,7 +458,9 @@ def test_hidden_tests_never_reach_the_kernel_and_a_student_thread_voids_the_test
     student = "def f(x):\n    return x if x < 5 else 0\n"
     passing = "check(f(1) == 1)\n### BEGIN HIDDEN TESTS\n_secret_helper = 'top ' + 'secret value'\ncheck(f(2) == 2)\n### END HIDDEN TESTS\n"
     failing = "check(f(1) == 1)\n### BEGIN HIDDEN TESTS\ncheck(f(7) == 7)  # the hidden failing line\n### END HIDDEN TESTS\n"
-    snoop = ("needle = 'top ' + 'secret'\nprint('LOOT', any(needle in text or 'hidden failing' in text for text in loot), len(loot))\n"
+    # list(loot) copies it at once: the reader thread still adds to it while this cell runs.
+    snoop = ("needle = 'top ' + 'secret'\nfound = list(loot)\n"
+             "print('LOOT', any(needle in text or 'hidden failing' in text for text in found), len(found))\n"
              "print('IN', any(needle in cell for cell in In))\nprint('NAME', '_secret_helper' in globals())\n")
     result = run_cells([_setup_cell(_SETUP), new_code_cell(student), _test_cell(passing, "t1"), _test_cell(failing, "t2"),
                         new_code_cell(_READER), _test_cell(passing, "t3"), new_code_cell(snoop)], tmp_path, isolation)
