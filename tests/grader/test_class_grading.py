@@ -436,8 +436,9 @@ def test_a_failing_reference_check_leaves_no_half_graded_submission(tmp_path_fac
     before = course.read_scores(workspace, LAB, NAME, ["ada"])["ada"]
     submit(workspace, "bob", lab1.build_notebook(release, lab1.SUBMISSIONS["partial"]))
     broken = nbformat.read(str(source), as_version=4)
-    answer = next(cell for cell in broken.cells if cell.metadata.get("nbgrader", {}).get("solution"))
-    answer.source += "\nraise RuntimeError('the solution broken on purpose')\n"
+    test = next(cell for cell in broken.cells if cell.metadata.get("nbgrader", {}).get("grade")
+                and cell.cell_type == "code")
+    test.source = "raise AssertionError('the environment broken on purpose')\n" + test.source
     nbformat.write(broken, str(source))
     again = run_grade(workspace, "--force", "--no-feedback", *hostile.LIMITS)
     assert again.returncode != 0 and "does not pass its own tests" in again.stdout + again.stderr, \
